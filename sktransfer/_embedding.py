@@ -1,0 +1,161 @@
+"""What every sktransfer estimator shares: loading the backbone and computing (cached) embeddings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+from tqdm.auto import tqdm
+
+from ._backbones import Backbone
+from ._cache import feature_cache, feature_keys
+from ._device import resolve_device, resolve_num_workers, resolve_precision
+from ._net import _AMP_DTYPES
+from ._validation import validate_params
+
+
+@dataclass(repr=False, eq=False)
+class BackboneEstimator(TransformerMixin, BaseEstimator):
+    """Base of all sktransfer estimators: a backbone, its preprocessing, and cached embeddings.
+
+    Subclasses provide the input modality (``_check_inputs``, ``_resolve_backbone``,
+    ``_make_dataset``, ``_collate_fn``, ``_preprocessing_key``, ``_inference_order``).
+    """
+
+    backbone: Any = None
+    pretrained: bool = True
+    batch_size: int = 32
+    cache: bool = True
+    cache_dir: str | None = None
+    precision: str = "auto"
+    num_workers: int | None = None
+    device: str = "auto"
+    verbose: int = 0
+
+    _is_text = False
+
+    def _setup_backbone(self) -> Backbone:
+        """Resolve device, precision and the backbone; record the fitted attributes they define."""
+        self.device_ = resolve_device(self.device)
+        self.precision_ = resolve_precision(self.precision, self.device_)
+        self.num_workers_ = resolve_num_workers(self.num_workers, self.device_)
+        backbone = self._resolve_backbone()
+        backbone.encoder.to(self.device_)
+        self.backbone_identity_ = backbone.identity
+        self.n_backbone_blocks_ = len(backbone.blocks)
+        self.n_features_out_ = backbone.num_features
+        self.data_config_ = backbone.data_config
+        if backbone.tokenizer is not None:
+            self.tokenizer_ = backbone.tokenizer
+        return backbone
+
+    def _loader(self, dataset, *, shuffle: bool = False) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            collate_fn=self._collate_fn(),
+            num_workers=self.num_workers_,
+            pin_memory=self.device_.startswith("cuda"),
+            persistent_workers=False,
+        )
+
+    def _embed(self, items: list, encoder: torch.nn.Module, *, use_cache: bool = True) -> np.ndarray:
+        """Pooled backbone features of ``items`` as float32, from the cache where possible."""
+        use_cache = use_cache and self.cache
+        namespace = f"{self.backbone_identity_}|{self._preprocessing_key()}|{self.precision_}"
+        keys = feature_keys(items, namespace, is_text=self._is_text) if use_cache else None
+        found = feature_cache.get(keys, self.cache_dir) if use_cache else {}
+        missing = [i for i in range(len(items)) if i not in found]
+        if missing:
+            computed = self._encode([items[i] for i in missing], encoder)
+            if use_cache:
+                feature_cache.put([keys[i] for i in missing], computed, self.cache_dir)
+            found.update(zip(missing, computed))
+        return np.stack([found[i] for i in range(len(items))]).astype(np.float32, copy=False)
+
+    def _encode(self, items: list, encoder: torch.nn.Module) -> np.ndarray:
+        order = self._inference_order(items)
+        ordered = [items[i] for i in order]
+        dtype = _AMP_DTYPES.get(self.precision_)
+        device_type = torch.device(self.device_).type
+        was_training = encoder.training
+        encoder.eval()
+        chunks = []
+        loader = self._loader(self._make_dataset(ordered))
+        with torch.inference_mode(), torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+            for x, _ in tqdm(loader, desc="embedding", disable=not self.verbose, leave=False):
+                x = {k: v.to(self.device_, non_blocking=True) for k, v in x.items()}
+                chunks.append(encoder(**x).float().cpu().numpy())
+        encoder.train(was_training)
+        features = np.concatenate(chunks)
+        out = np.empty_like(features)
+        out[order] = features
+        return out
+
+    def _inference_order(self, items: list) -> np.ndarray:
+        return np.arange(len(items))
+
+    def _fitted_encoder(self) -> torch.nn.Module:
+        return self.encoder_
+
+    def transform(self, X) -> np.ndarray:
+        """Pooled backbone embeddings of ``X``, shape ``(n_samples, n_features_out_)``.
+
+        Parameters
+        ----------
+        X : sequence of inputs
+            Images or texts, in any of the forms ``fit`` accepts.
+
+        Returns
+        -------
+        embeddings : ndarray of shape (n_samples, n_features_out_)
+        """
+        check_is_fitted(self)
+        items = self._check_inputs(X)
+        return self._embed(items, self._fitted_encoder(), use_cache=self._frozen_for_cache())
+
+    def _frozen_for_cache(self) -> bool:
+        return True
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """Names ``<estimator>0`` ... of the embedding dimensions, as scikit-learn transformers give."""
+        check_is_fitted(self)
+        prefix = type(self).__name__.lower()
+        return np.asarray([f"{prefix}{i}" for i in range(self.n_features_out_)], dtype=object)
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "n_features_out_")
+
+    def _validate(self) -> None:
+        validate_params(self)
+
+
+@dataclass(repr=False, eq=False)
+class EmbedderBase(BackboneEstimator):
+    """A transformer that returns the backbone's pooled embeddings; ``fit`` only validates and loads."""
+
+    def fit(self, X, y=None) -> EmbedderBase:
+        """Validate the parameters and load the backbone (no training happens).
+
+        Parameters
+        ----------
+        X : sequence of inputs
+            Images or texts; checked for validity only.
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        self._validate()
+        self._check_inputs(X)
+        backbone = self._setup_backbone()
+        for param in backbone.encoder.parameters():
+            param.requires_grad_(False)
+        self.encoder_ = backbone.encoder.eval()
+        return self

@@ -1,0 +1,57 @@
+"""The task head and the module that joins it to a backbone encoder."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._freezing import set_frozen_norms_eval
+
+
+class Head(nn.Module):
+    """Standardise features, then dropout and linear layers (``hidden`` sizes with ReLU between).
+
+    The standardisation is a fixed affine map fitted once on training features, so that one learning
+    rate suits every backbone whatever the scale of its features.
+    """
+
+    def __init__(self, in_features: int, n_outputs: int, hidden: tuple[int, ...] = (), dropout: float = 0.0):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(in_features))
+        self.register_buffer("scale", torch.ones(in_features))
+        layers: list[nn.Module] = []
+        size = in_features
+        for width in hidden:
+            layers += [nn.Dropout(dropout), nn.Linear(size, int(width)), nn.ReLU()]
+            size = int(width)
+        layers += [nn.Dropout(dropout), nn.Linear(size, n_outputs)]
+        self.layers = nn.Sequential(*layers)
+
+    @torch.no_grad()
+    def fit_standardization(self, features: torch.Tensor) -> None:
+        features = features.float()
+        self.mean.copy_(features.mean(0))
+        self.scale.copy_(features.std(0, unbiased=False).clamp(min=1e-6) if len(features) > 1 else 1.0)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.layers((features.float() - self.mean) / self.scale)
+
+
+class TransferModule(nn.Module):
+    """Backbone encoder plus head. ``forward`` takes raw inputs, or precomputed ``features``."""
+
+    def __init__(self, encoder: nn.Module, head: Head):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, features: torch.Tensor | None = None, sample_weight=None, **inputs) -> torch.Tensor:
+        if features is None:
+            features = self.encoder(**inputs)
+        return self.head(features)
+
+    def train(self, mode: bool = True) -> TransferModule:
+        super().train(mode)
+        if mode:
+            set_frozen_norms_eval(self.encoder)
+        return self

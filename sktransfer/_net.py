@@ -1,0 +1,108 @@
+"""The skorch nets that train a :class:`~sktransfer._heads.TransferModule`.
+
+One mixin adds to skorch what transfer learning needs: parameter groups built from the backbone's
+blocks, autocast (bf16/fp16 with a gradient scaler), micro-batches that accumulate gradients (and
+halve on CUDA out-of-memory), and per-sample weights carried in ``X["sample_weight"]``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+from skorch import NeuralNet, NeuralNetClassifier, NeuralNetRegressor
+from skorch.dataset import unpack_data
+from skorch.utils import TeeGenerator, to_tensor
+
+from ._optim import make_optimizer, param_groups
+
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _chunks(X, y, k: int):
+    size = math.ceil(len(y) / k)
+    for start in range(0, len(y), size):
+        part = slice(start, start + size)
+        yield ({key: v[part] for key, v in X.items()} if isinstance(X, dict) else X[part]), y[part]
+
+
+class _TransferNetMixin:
+    def __init__(self, *args, blocks=None, optimizer_name="adamw", group_options=None,
+                 precision="fp32", grad_accum_steps=1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.blocks = blocks
+        self.optimizer_name = optimizer_name
+        self.group_options = group_options
+        self.precision = precision
+        self.grad_accum_steps = grad_accum_steps
+
+    def initialize_optimizer(self, triggered_directly=None):
+        groups = param_groups(self.module_, self.blocks or [], lr=self.lr, **(self.group_options or {}))
+        self.optimizer_ = make_optimizer(self.optimizer_name, groups, self.lr)
+        self.scaler_ = torch.amp.GradScaler(torch.device(self.device).type, enabled=self.precision == "fp16")
+        return self
+
+    def infer(self, x, **fit_params):
+        dtype = _AMP_DTYPES.get(self.precision)
+        with torch.autocast(torch.device(self.device).type, dtype=dtype, enabled=dtype is not None):
+            return super().infer(x, **fit_params).float()
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        y_true = to_tensor(y_true, device=y_pred.device)
+        loss = self.criterion_(y_pred, y_true)
+        if loss.ndim > 1:
+            loss = loss.flatten(1).mean(1)
+        weight = X.get("sample_weight") if isinstance(X, dict) else None
+        if weight is not None:
+            loss = loss * to_tensor(weight, device=loss.device)
+        return loss.mean()
+
+    def _accumulated_step(self, batch, **fit_params):
+        Xi, yi = unpack_data(batch)
+        self.optimizer_.zero_grad(set_to_none=True)
+        losses, preds = [], []
+        for xs, ys in _chunks(Xi, yi, self.grad_accum_steps):
+            y_pred = self.infer(xs, **fit_params)
+            loss = self.get_loss(y_pred, ys, X=xs, training=True) * (len(ys) / len(yi))
+            self.scaler_.scale(loss).backward()
+            losses.append(loss.detach())
+            preds.append(y_pred.detach())
+        self.notify("on_grad_computed", named_parameters=TeeGenerator(self.get_all_learnable_params()),
+                    batch=batch, training=True)
+        self.scaler_.step(self.optimizer_)
+        self.scaler_.update()
+        return {"loss": torch.stack(losses).sum(), "y_pred": torch.cat(preds)}
+
+    def train_step(self, batch, **fit_params):
+        self._set_training(True)
+        while True:
+            try:
+                return self._accumulated_step(batch, **fit_params)
+            except torch.OutOfMemoryError:
+                batch_len = len(unpack_data(batch)[1])
+                if self.grad_accum_steps >= batch_len:
+                    raise
+                self.optimizer_.zero_grad(set_to_none=True)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                self.grad_accum_steps *= 2
+                warnings.warn(
+                    f"Out of memory: retrying with micro-batches of about {math.ceil(batch_len / self.grad_accum_steps)} "
+                    f"samples and {self.grad_accum_steps} gradient-accumulation steps (same effective batch size). "
+                    "Lower batch_size or raise grad_accum_steps to avoid the retry.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+
+
+class TransferNetClassifier(_TransferNetMixin, NeuralNetClassifier):
+    """skorch classifier net used by the sktransfer classifiers."""
+
+
+class TransferNetRegressor(_TransferNetMixin, NeuralNetRegressor):
+    """skorch regressor net used by the sktransfer regressors."""
+
+
+class TransferNet(_TransferNetMixin, NeuralNet):
+    """skorch net used for multi-label targets."""

@@ -1,0 +1,184 @@
+"""Targets: what makes an estimator a classifier or a regressor (loss, encoding, decoding)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.multiclass import type_of_target
+from torch import nn
+
+from ._net import TransferNet, TransferNetClassifier, TransferNetRegressor
+from ._training import TrainableEstimator
+
+
+def _check_length(y, n: int) -> np.ndarray:
+    if y is None:
+        raise ValueError("y is None: fit needs targets, one per sample.")
+    y = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y, dtype=None if not isinstance(y, list) else object)
+    if len(y) != n:
+        raise ValueError(f"X and y have different lengths: {n} inputs but {len(y)} targets.")
+    return y
+
+
+def _missing(y: np.ndarray) -> np.ndarray:
+    flat = y.reshape(len(y), -1)
+    if flat.dtype.kind == "f":
+        return np.isnan(flat).any(axis=1)
+    if flat.dtype == object:
+        return np.array([any(v is None or (isinstance(v, float) and v != v) for v in row) for row in flat], dtype=bool)
+    return np.zeros(len(y), dtype=bool)
+
+
+@dataclass(repr=False, eq=False)
+class ClassifierTask(ClassifierMixin, TrainableEstimator):
+    """Single-label (binary or multiclass) or multi-label classification.
+
+    A 1-D ``y`` of any labels is single-label (softmax, cross-entropy); a 2-D 0/1 indicator ``y`` is
+    multi-label (one sigmoid per label, ``threshold`` decides).
+    """
+
+    label_smoothing: float = 0.0
+    class_weight: dict | str | None = None
+    threshold: float = 0.5
+
+    def _prepare_targets(self, y, n: int) -> np.ndarray:
+        y = _check_length(y, n)
+        if _missing(y).any():
+            bad = np.flatnonzero(_missing(y))[:5].tolist()
+            raise ValueError(f"y has missing labels (None or NaN) at positions {bad}; drop or fill those rows.")
+        self.multilabel_ = type_of_target(y) == "multilabel-indicator"
+        if self.multilabel_:
+            self.classes_ = np.arange(y.shape[1])
+            self.n_outputs_ = y.shape[1]
+            return y.astype(np.float32)
+        if y.ndim != 1:
+            raise ValueError(f"y must be 1-D labels or a 2-D 0/1 indicator matrix, got shape {y.shape}.")
+        encoder = LabelEncoder()
+        try:
+            encoded = encoder.fit_transform(y)
+        except TypeError as err:
+            raise TypeError(f"y mixes label types that cannot be compared ({err}); use one type, e.g. str.") from err
+        self.classes_ = encoder.classes_
+        if len(self.classes_) < 2:
+            raise ValueError(
+                f"y has a single class ({self.classes_[0]!r}): a classifier needs at least two classes."
+            )
+        self.n_outputs_ = len(self.classes_)
+        return encoded.astype(np.int64)
+
+    def _sample_weights(self, y_encoded, sample_weight, n: int):
+        weights = super()._sample_weights(y_encoded, sample_weight, n)
+        if self.class_weight is None or self.multilabel_:
+            return weights
+        class_weight = self.class_weight
+        if isinstance(class_weight, dict):
+            unknown = set(class_weight) - set(self.classes_.tolist())
+            if unknown:
+                raise ValueError(f"class_weight names labels not in y: {sorted(unknown, key=str)}.")
+            class_weight = {int(np.flatnonzero(self.classes_ == k)[0]): v for k, v in class_weight.items()}
+        balanced = compute_sample_weight(class_weight, y_encoded).astype(np.float32)
+        return balanced if weights is None else balanced * weights
+
+    def _stratify_targets(self, y_encoded):
+        return None if self.multilabel_ else y_encoded
+
+    @property
+    def _net_class(self):
+        return TransferNet if self.multilabel_ else TransferNetClassifier
+
+    def _criterion(self):
+        if self.multilabel_:
+            return nn.BCEWithLogitsLoss(reduction="none")
+        return nn.CrossEntropyLoss(reduction="none", label_smoothing=self.label_smoothing)
+
+    def _net_kwargs(self) -> dict:
+        return {} if self.multilabel_ else {"classes": list(range(self.n_outputs_))}
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities, columns in the order of ``classes_`` (per-label for multi-label).
+
+        Parameters
+        ----------
+        X : sequence of inputs
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        return self._outputs(X).astype(np.float64)
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted labels (a 0/1 indicator matrix for multi-label targets).
+
+        Parameters
+        ----------
+        X : sequence of inputs
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,) or (n_samples, n_labels)
+        """
+        proba = self.predict_proba(X)
+        if self.multilabel_:
+            return (proba >= self.threshold).astype(int)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Accuracy (subset accuracy for multi-label), with a clear error for labels unseen in fit."""
+        if not getattr(self, "multilabel_", False) and hasattr(self, "classes_"):
+            unseen = set(np.asarray(y, dtype=object).tolist()) - set(self.classes_.tolist())
+            if unseen:
+                raise ValueError(
+                    f"y has labels not seen during fit: {sorted(unseen, key=str)[:5]}; "
+                    f"the classifier knows {self.classes_.tolist()}."
+                )
+        return super().score(X, y, sample_weight=sample_weight)
+
+
+@dataclass(repr=False, eq=False)
+class RegressorTask(RegressorMixin, TrainableEstimator):
+    """Regression on one or several continuous targets, standardised inside and restored on output."""
+
+    def _prepare_targets(self, y, n: int) -> np.ndarray:
+        y = _check_length(y, n)
+        try:
+            y = y.astype(np.float32)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"A regressor needs numeric targets; y could not be read as numbers ({err}).") from err
+        if not np.isfinite(y).all():
+            raise ValueError("y has NaN or infinite values; drop or fill those rows.")
+        self.y_ndim_ = y.ndim
+        y2 = y.reshape(n, -1)
+        self.y_mean_ = y2.mean(axis=0)
+        self.y_scale_ = np.where(y2.std(axis=0) > 0, y2.std(axis=0), 1.0).astype(np.float32)
+        self.n_outputs_ = y2.shape[1]
+        return ((y2 - self.y_mean_) / self.y_scale_).astype(np.float32)
+
+    def _stratify_targets(self, y_encoded):
+        return None
+
+    _net_class = TransferNetRegressor
+
+    def _criterion(self):
+        return nn.MSELoss(reduction="none")
+
+    def _net_kwargs(self) -> dict:
+        return {}
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted targets, on the scale of the ``y`` given to fit.
+
+        Parameters
+        ----------
+        X : sequence of inputs
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,) or (n_samples, n_targets)
+        """
+        out = self._outputs(X) * self.y_scale_ + self.y_mean_
+        return out[:, 0] if self.y_ndim_ == 1 else out

@@ -1,0 +1,240 @@
+"""Fine-tuning: what the image and text classifiers and regressors share, built once on skorch."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+from skorch.callbacks import EarlyStopping, LRScheduler, ProgressBar
+from skorch.dataset import Dataset as SkorchDataset
+from skorch.helper import predefined_split
+
+from ._callbacks import GradualUnfreezing, LRLogger
+from ._embedding import BackboneEstimator
+from ._freezing import apply_freeze, frozen_names, n_frozen_blocks, validate_freeze_layers
+from ._heads import Head, TransferModule
+from ._optim import ScheduleFactor
+
+_STANDARDIZATION_SAMPLE = 256
+
+
+@dataclass(repr=False, eq=False)
+class TrainableEstimator(BackboneEstimator):
+    """Base of the estimators that train a head (and optionally the backbone) with skorch.
+
+    Task subclasses provide ``_net_class``, ``_prepare_targets``, ``_criterion``, ``_net_kwargs``,
+    ``_stratify_targets`` and ``_check_predict_targets``.
+    """
+
+    freeze_layers: Any = "all"
+    lr: float = 1e-3
+    max_epochs: int = 10
+    weight_decay: float = 0.01
+    dropout: float = 0.0
+    head_hidden: tuple = ()
+    optimizer: str = "adamw"
+    lr_schedule: str = "constant"
+    warmup: float = 0.0
+    layer_decay: float | None = None
+    head_lr: float | None = None
+    unfreeze_every: int | None = None
+    early_stopping: bool = False
+    validation_fraction: float = 0.1
+    patience: int = 5
+    monitor: str = "valid_loss"
+    grad_accum_steps: int = 1
+    warm_start: bool = False
+    random_state: Any = None
+
+    def _augment(self):
+        return None
+
+    # ---------------------------------------------------------------- fit
+    def fit(self, X, y, sample_weight=None) -> TrainableEstimator:
+        """Fine-tune the backbone (as ``freeze_layers`` allows) and train a new head on ``(X, y)``.
+
+        Parameters
+        ----------
+        X : sequence of inputs
+            Images or texts (see the class docstring for the accepted forms).
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Per-sample weights of the training loss.
+
+        Returns
+        -------
+        self
+        """
+        self._validate()
+        items = self._check_inputs(X)
+        y_encoded = self._prepare_targets(y, len(items))
+        weights = self._sample_weights(y_encoded, sample_weight, len(items))
+        warm = self.warm_start and hasattr(self, "net_")
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        devices = [torch.device(self.device).index or 0] if str(self.device).startswith("cuda") else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            module, blocks = self._reuse_module() if warm else self._build_module()
+            self._freeze(module, blocks)
+            train_idx, valid_idx = self._split(y_encoded, seed)
+            cached = self.features_cached_
+            features = self._embed(items, module.encoder) if cached else None
+            if not warm:
+                self._fit_standardization(module, items, features, train_idx)
+            train_data = self._training_data(items, features, y_encoded, weights, train_idx, train=True)
+            valid_data = None if valid_idx is None else self._training_data(items, features, y_encoded, weights, valid_idx)
+            net = self._make_net(module, blocks, len(train_idx), valid_data)
+            net.fit(train_data, y_encoded[train_idx])
+        self.net_ = net
+        self.history_ = net.history
+        self.n_epochs_ = len(net.history)
+        self.best_epoch_ = self._best_epoch()
+        if not self.features_cached_:
+            self.backbone_identity_ += f":tuned:{uuid.uuid4().hex}"
+        return self
+
+    def _build_module(self):
+        backbone = self._setup_backbone()
+        head = Head(backbone.num_features, self.n_outputs_, tuple(self.head_hidden), self.dropout)
+        self.blocks_ = backbone.blocks
+        return TransferModule(backbone.encoder, head).to(self.device_), backbone.blocks
+
+    def _reuse_module(self):
+        module = self.net_.module_
+        if module.head.layers[-1].out_features != self.n_outputs_:
+            raise ValueError(
+                f"warm_start=True needs the same outputs as the previous fit ({module.head.layers[-1].out_features}), "
+                f"got {self.n_outputs_}; pass classes=... to partial_fit or set warm_start=False."
+            )
+        return module, self.blocks_
+
+    def _freeze(self, module: TransferModule, blocks: list[list[str]]) -> None:
+        validate_freeze_layers(self.freeze_layers, len(blocks))
+        names = [name for name, _ in module.encoder.named_parameters()]
+        frozen = frozen_names(blocks, self.freeze_layers, names)
+        self.n_trainable_backbone_params_ = apply_freeze(module.encoder, frozen)
+        self.features_cached_ = bool(
+            self.cache and len(frozen) == len(names) and self.unfreeze_every is None
+            and self._augment() is None and ":tuned:" not in self.backbone_identity_
+        )
+
+    def _split(self, y_encoded: np.ndarray, seed: int):
+        indices = np.arange(len(y_encoded))
+        if not self.early_stopping:
+            return indices, None
+        stratify = self._stratify_targets(y_encoded)
+        try:
+            return train_test_split(indices, test_size=self.validation_fraction, random_state=seed, stratify=stratify)
+        except ValueError:
+            return train_test_split(indices, test_size=self.validation_fraction, random_state=seed)
+
+    def _sample_weights(self, y_encoded, sample_weight, n: int):
+        if sample_weight is None:
+            return None
+        weights = np.asarray(sample_weight, dtype=np.float32)
+        if weights.shape != (n,) or not np.isfinite(weights).all() or (weights < 0).any():
+            raise ValueError(f"sample_weight must be {n} finite non-negative numbers, got shape {weights.shape}.")
+        return weights
+
+    def _fit_standardization(self, module, items, features, train_idx) -> None:
+        if features is None:
+            rng = np.random.default_rng(0)
+            sample = rng.choice(train_idx, size=min(len(train_idx), _STANDARDIZATION_SAMPLE), replace=False)
+            features = self._embed([items[i] for i in np.sort(sample)], module.encoder, use_cache=False)
+            train_idx = slice(None)
+        module.head.fit_standardization(torch.as_tensor(features[train_idx], device=self.device_))
+
+    def _training_data(self, items, features, y, weights, idx, train: bool = False):
+        w = None if weights is None else weights[idx]
+        if features is not None:
+            x = {"features": features[idx]}
+            if w is not None:
+                x["sample_weight"] = w
+            return SkorchDataset(x, y[idx])
+        return self._make_dataset([items[i] for i in idx], y[idx], w, augment=self._augment() if train else None)
+
+    def _make_net(self, module, blocks, n_train: int, valid_data):
+        callbacks = [("lr_log", LRLogger())]
+        steps = self.max_epochs * math.ceil(n_train / self.batch_size)
+        if self.lr_schedule != "constant" or self.warmup:
+            schedule = ScheduleFactor(self.lr_schedule, steps, self.warmup)
+            callbacks.append(("lr_schedule", LRScheduler(torch.optim.lr_scheduler.LambdaLR, lr_lambda=schedule, step_every="batch")))
+        if self.early_stopping:
+            callbacks.append(("early_stopping", EarlyStopping(
+                monitor=self.monitor, patience=self.patience, lower_is_better=self.monitor.endswith("loss"),
+                load_best=True, sink=print if self.verbose else (lambda *a: None),
+            )))
+        if self.unfreeze_every is not None:
+            n_frozen = n_frozen_blocks(self.freeze_layers, len(blocks)) or 0
+            callbacks.append(("unfreeze", GradualUnfreezing(blocks, n_frozen, self.unfreeze_every)))
+        if self.verbose:
+            callbacks.append(("progress", ProgressBar()))
+        collate = None if self.features_cached_ else self._collate_fn()
+        workers = 0 if self.features_cached_ else self.num_workers_
+        iterator = {"num_workers": workers, "pin_memory": self.device_.startswith("cuda")}
+        if collate is not None:
+            iterator["collate_fn"] = collate
+        return self._net_class(
+            module=module,
+            criterion=self._criterion(),
+            lr=self.lr,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            train_split=predefined_split(valid_data) if valid_data is not None else None,
+            callbacks=callbacks,
+            device=self.device_,
+            verbose=self.verbose,
+            iterator_train__shuffle=True,
+            **{f"iterator_train__{k}": v for k, v in iterator.items()},
+            **{f"iterator_valid__{k}": v for k, v in iterator.items()},
+            blocks=blocks,
+            optimizer_name=self.optimizer,
+            group_options={
+                "weight_decay": self.weight_decay,
+                "layer_decay": self.layer_decay,
+                "head_lr": self.head_lr,
+                "include_frozen": self.unfreeze_every is not None,
+            },
+            precision=self.precision_,
+            grad_accum_steps=self.grad_accum_steps,
+            warm_start=False,
+            **self._net_kwargs(),
+        )
+
+    def _best_epoch(self) -> int:
+        if not self.early_stopping or self.monitor not in self.history_[0]:
+            return self.n_epochs_
+        scores = np.asarray(self.history_[:, self.monitor], dtype=float)
+        best = np.argmin(scores) if self.monitor.endswith("loss") else np.argmax(scores)
+        return int(best) + 1
+
+    # ------------------------------------------------------------ predict
+    def _fitted_encoder(self) -> torch.nn.Module:
+        return self.net_.module_.encoder
+
+    def _frozen_for_cache(self) -> bool:
+        return self.features_cached_
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "net_")
+
+    def _outputs(self, X) -> np.ndarray:
+        """The net's outputs (after its nonlinearity) for ``X``, in input order."""
+        check_is_fitted(self)
+        items = self._check_inputs(X)
+        if self.features_cached_:
+            features = self._embed(items, self._fitted_encoder())
+            return self.net_.predict_proba({"features": features})
+        order = self._inference_order(items)
+        outputs = self.net_.predict_proba(self._make_dataset([items[i] for i in order]))
+        result = np.empty_like(outputs)
+        result[order] = outputs
+        return result
