@@ -18,7 +18,7 @@ from ._training import TrainableEstimator
 def _check_length(y, n: int) -> np.ndarray:
     if y is None:
         raise ValueError("y is None: fit needs targets, one per sample.")
-    y = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y, dtype=None if not isinstance(y, list) else object)
+    y = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
     if len(y) != n:
         raise ValueError(f"X and y have different lengths: {n} inputs but {len(y)} targets.")
     return y

@@ -1,0 +1,75 @@
+"""Shared fixtures: tiny, randomly initialised backbones built locally (no download) and tiny data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+WORDS = (
+    "good great fine nice love wonderful excellent happy bad awful terrible boring hate sad poor worst "
+    "the a an is was and or film movie plot acting story very not it this that"
+).split()
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> str:
+    """A 2-layer BERT with a 50-word vocabulary, saved with save_pretrained (model and tokenizer)."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    path = tmp_path_factory.mktemp("tiny_bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    tokenizer = BertTokenizerFast(vocab={word: i for i, word in enumerate(vocab)}, do_lower_case=True)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=37, max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def text_data():
+    """A separable toy sentiment set: 24 texts, string labels."""
+    pos = ["good film", "great acting", "wonderful story", "excellent movie", "nice plot", "love it"]
+    neg = ["bad film", "awful acting", "boring story", "terrible movie", "poor plot", "hate it"]
+    X = (pos + neg) * 2
+    y = ["pos"] * 6 + ["neg"] * 6
+    return X, y * 2
+
+
+@pytest.fixture(scope="session")
+def image_data():
+    """16 small RGB uint8 images in two classes told apart by brightness."""
+    rng = np.random.default_rng(0)
+    dark = rng.integers(0, 80, size=(8, 32, 32, 3), dtype=np.uint8)
+    light = rng.integers(170, 255, size=(8, 32, 32, 3), dtype=np.uint8)
+    X = np.concatenate([dark, light])
+    y = np.array(["dark"] * 8 + ["light"] * 8)
+    return X, y
+
+
+@pytest.fixture
+def tiny_image_params() -> dict:
+    """Constructor arguments for a fast image estimator on timm's tiny test model."""
+    return {"backbone": "test_efficientnet", "pretrained": False, "max_epochs": 2, "random_state": 0}
+
+
+@pytest.fixture
+def tiny_text_params(tiny_bert_dir) -> dict:
+    """Constructor arguments for a fast text estimator on the tiny local BERT."""
+    return {"backbone": tiny_bert_dir, "max_epochs": 2, "random_state": 0, "max_length": 16}
+
+
+def requires_shared_data(*parts: str):
+    """Skip unless ../shared/data/<parts> exists (it does in CI)."""
+    return pytest.mark.skipif(not SHARED_DATA.joinpath(*parts).exists(), reason=f"{SHARED_DATA.joinpath(*parts)} is absent")
