@@ -3,7 +3,9 @@
 from ._cache import feature_cache
 from ._image import PretrainedImageClassifier, PretrainedImageEmbedder, PretrainedImageRegressor
 from ._image_data import load_image_folder
+from ._persistence import load
 from ._text import PretrainedTextClassifier, PretrainedTextEmbedder, PretrainedTextRegressor
+from .datasets import load_sentiment_sample
 
 __version__ = "0.1.0"
 
@@ -15,5 +17,7 @@ __all__ = [
     "PretrainedTextEmbedder",
     "PretrainedTextRegressor",
     "feature_cache",
+    "load",
     "load_image_folder",
+    "load_sentiment_sample",
 ]

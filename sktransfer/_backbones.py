@@ -8,11 +8,16 @@ to pooled features of shape ``(batch, num_features)``.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import difflib
 import os
+import socket
+import urllib.request
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -87,8 +92,35 @@ class TextEncoder(nn.Module):
 
 
 def _suggest(name: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+    close = difflib.get_close_matches(name, list(dict.fromkeys(candidates)), n=3, cutoff=0.6)
     return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub answers a TCP connection (assumed so behind a proxy)."""
+    from huggingface_hub import constants
+
+    if urllib.request.getproxies().get("https"):
+        return True
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _hub_offline_unless_reachable():
+    """Read the local Hugging Face cache only when the Hub is unreachable, not retry for a minute."""
+    from huggingface_hub import constants
+
+    previous = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = previous or not _hub_reachable()
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous
 
 
 @lru_cache(maxsize=1)
@@ -168,7 +200,8 @@ def _module_backbone(model: nn.Module, family: str, identity: str, data_config: 
 def resolve_image_backbone(backbone: Any, pretrained: bool = True) -> Backbone:
     """Resolve an image ``backbone`` (name, local directory or ``nn.Module``)."""
     if isinstance(backbone, nn.Module):
-        return _module_backbone(backbone, "custom", f"module:{type(backbone).__name__}", dict(IMAGENET_CONFIG))
+        # A copy: fitting must not train the user's module in place (refits start from the same weights).
+        return _module_backbone(copy.deepcopy(backbone), "custom", f"module:{type(backbone).__name__}", dict(IMAGENET_CONFIG))
     if not isinstance(backbone, str):
         raise TypeError(
             f"backbone must be a model name, a local directory or a torch.nn.Module, got {type(backbone).__name__}."
@@ -185,7 +218,8 @@ def resolve_image_backbone(backbone: Any, pretrained: bool = True) -> Backbone:
             model = timm.create_model(f"local-dir:{backbone}", pretrained=pretrained, num_classes=0)
             return _timm_backbone(model, f"local:{os.path.abspath(backbone)}:{pretrained}")
         if backbone in timm_names or backbone.startswith(("hf-hub:", "hf_hub:", "timm/")) or timm.is_model(backbone):
-            model = timm.create_model(backbone, pretrained=pretrained, num_classes=0)
+            with _hub_offline_unless_reachable() if pretrained else contextlib.nullcontext():
+                model = timm.create_model(backbone, pretrained=pretrained, num_classes=0)
             return _timm_backbone(model, f"timm:{backbone}:{pretrained}")
         if backbone in tv_names:
             weights = "DEFAULT" if pretrained else None
@@ -218,12 +252,14 @@ def resolve_text_backbone(backbone: Any, pretrained: bool = True, pooling: str =
 
     name = os.fspath(backbone)
     source = _text_source(name)
+    hub = contextlib.nullcontext() if os.path.isdir(source) else _hub_offline_unless_reachable()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        if pretrained:
-            model = AutoModel.from_pretrained(source)
-        else:
-            model = AutoModel.from_config(AutoConfig.from_pretrained(source))
+        with hub:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            if pretrained:
+                model = AutoModel.from_pretrained(source)
+            else:
+                model = AutoModel.from_config(AutoConfig.from_pretrained(source))
     except (OSError, ValueError) as err:
         hint = "" if os.path.isdir(name) or "/" in name else _suggest(name, sorted(_PACKAGED_TEXT))
         raise ValueError(

@@ -4,16 +4,18 @@ Each embedding is keyed on the backbone's identity (name, weights, pooling), the
 the content of its input: path, size and modification time for a file, a hash for an array, an
 image or a string. A changed input therefore gets a new key and is never served stale features.
 The in-memory store is process-wide, bounded and least-recently-used; with ``cache_dir`` the
-embeddings also go to disk, one ``.npy`` file each, so parallel workers share them.
+embeddings also go to disk, one ``.npy`` file each, so parallel workers share them; a lock file
+there makes workers that miss the same items at once compute them once (the second waits, then reads).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -81,6 +83,27 @@ class FeatureCache:
                 found[i] = value
         return found
 
+    def get_or_compute(
+        self, keys: list[str], compute: Callable[[list[int]], np.ndarray], cache_dir: str | None = None
+    ) -> np.ndarray:
+        """Embeddings of all ``keys``; ``compute(positions)`` embeds the items found nowhere.
+
+        With ``cache_dir``, the misses are looked up again and computed under a lock shared by every
+        process using that directory, so concurrent workers never compute the same embedding twice.
+        """
+        found = self.get(keys, cache_dir)
+        if len(found) < len(keys):
+            with _locked(cache_dir):
+                if cache_dir is not None:
+                    missing = [i for i in range(len(keys)) if i not in found]
+                    found.update((missing[j], v) for j, v in self.get([keys[i] for i in missing], cache_dir).items())
+                missing = [i for i in range(len(keys)) if i not in found]
+                if missing:
+                    computed = compute(missing)
+                    self.put([keys[i] for i in missing], computed, cache_dir)
+                    found.update(zip(missing, computed))
+        return np.stack([found[i] for i in range(len(keys))]).astype(np.float32, copy=False)
+
     def put(self, keys: list[str], values: np.ndarray, cache_dir: str | None = None) -> None:
         """Store one embedding per key, in memory and (atomically) in ``cache_dir``."""
         for key, value in zip(keys, values):
@@ -102,6 +125,25 @@ class FeatureCache:
         while self.nbytes > self.max_bytes and self._store:
             _, old = self._store.popitem(last=False)
             self.nbytes -= old.nbytes
+
+
+@contextlib.contextmanager
+def _locked(cache_dir: str | None) -> Iterator[None]:
+    """An exclusive lock on ``cache_dir`` across processes (none without a directory, or without fcntl)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: workers may then compute an embedding twice, never a wrong one
+        fcntl = None
+    if cache_dir is None or fcntl is None:
+        yield
+        return
+    os.makedirs(cache_dir, exist_ok=True)
+    with open(os.path.join(cache_dir, ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 feature_cache = FeatureCache()

@@ -8,8 +8,10 @@ from skorch.callbacks import Callback
 class GradualUnfreezing(Callback):
     """Every ``every`` epochs, unfreeze one more backbone block from the top (ULMFiT style).
 
-    Starts from the blocks ``freeze_layers`` froze; the optimizer already holds every parameter, so
-    unfreezing only turns gradients on.
+    Starts from the first ``n_frozen`` blocks that ``freeze_layers`` froze: epochs ``1..every``
+    train with all of them frozen, then block ``n_frozen - 1`` opens, and so on down to block 0.
+    The optimizer already holds every parameter, so unfreezing only turns gradients on. The number
+    of blocks still frozen is recorded in the history as ``n_frozen_blocks``.
     """
 
     def __init__(self, blocks: list[list[str]], n_frozen: int, every: int):
@@ -18,19 +20,17 @@ class GradualUnfreezing(Callback):
         self.every = every
 
     def on_epoch_begin(self, net, **kwargs):
-        epoch = len(net.history)
-        n_unfrozen = (epoch - 1) // self.every
-        first_frozen_to_open = max(0, self.n_frozen - n_unfrozen)
-        names = {name for block in self.blocks[first_frozen_to_open : self.n_frozen] for name in block}
+        epoch = len(net.history)  # the net's own on_epoch_begin has added this epoch's row
+        still_frozen = max(0, self.n_frozen - (epoch - 1) // self.every)
+        names = {name for block in self.blocks[still_frozen : self.n_frozen] for name in block}
         for name, param in net.module_.encoder.named_parameters():
             if name in names:
                 param.requires_grad_(True)
-        net.module_.train()
-        net.history.record("n_frozen_blocks", first_frozen_to_open)
+        net.history.record("n_frozen_blocks", still_frozen)
 
 
 class LRLogger(Callback):
-    """Record the head's learning rate (the largest rate) in the history at each epoch's end."""
+    """Record, as ``lr``, the head's learning rate (the largest rate) at the start of each epoch."""
 
-    def on_epoch_end(self, net, **kwargs):
+    def on_epoch_begin(self, net, **kwargs):
         net.history.record("lr", max(group["lr"] for group in net.optimizer_.param_groups))

@@ -1,16 +1,38 @@
-"""Device and precision resolution (CUDA when there is one, CPU otherwise)."""
+"""Device and precision resolution (CUDA when there is one, CPU otherwise), GPU placement and hygiene.
+
+Several GPUs: ``device="auto"`` or ``"cuda"`` picks ``cuda:{rank % device_count()}``, where ``rank`` is
+
+1. the ``LOCAL_RANK`` environment variable when set (torchrun's convention; set it to pin a process), else
+2. the worker number of a child process started by multiprocessing (joblib's loky workers, dask's
+   nanny-started workers and ``multiprocessing.Pool`` workers are numbered 1, 2, ... by their parent), else
+3. 0: the main process uses the first GPU.
+
+So ``GridSearchCV(n_jobs=k)`` puts its k worker processes on the GPUs round robin, never all on GPU 0.
+With one GPU the workers share it. Threads (``prefer="threads"``) share their process's GPU.
+``"cuda:N"`` is always used as given.
+"""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 
 import torch
 
 
+def worker_rank() -> int:
+    """This process's rank among parallel workers (see the module docstring); 0 in the main process."""
+    local_rank = os.environ.get("LOCAL_RANK", "")
+    if local_rank.isdigit():
+        return int(local_rank)
+    identity = multiprocessing.current_process()._identity  # (k,) in the k-th child of a parent, () in the main process
+    return identity[0] - 1 if identity else 0
+
+
 def resolve_device(device: str) -> str:
     """Turn ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` into a concrete device string."""
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ValueError(f"device={device!r} but CUDA is not available here; use device='auto' or 'cpu'.")
@@ -19,6 +41,8 @@ def resolve_device(device: str) -> str:
             raise ValueError(
                 f"device={device!r} but only {torch.cuda.device_count()} CUDA device(s) are visible."
             )
+        if not index and torch.cuda.device_count() > 1:
+            return f"cuda:{worker_rank() % torch.cuda.device_count()}"
     return device
 
 
@@ -38,3 +62,28 @@ def resolve_num_workers(num_workers: int | None, device: str) -> int:
     if num_workers is not None:
         return num_workers
     return min(8, os.cpu_count() or 1) if device.startswith("cuda") else 0
+
+
+def wants_channels_last(module: torch.nn.Module, device: str) -> bool:
+    """Whether ``module`` should run in channels-last memory format on ``device``.
+
+    Yes on CUDA for convolutional networks (most weights in 2-D convolutions), where tensor cores
+    prefer NHWC; no on CPU and for transformers (a ViT's single patch-embedding conv does not count).
+    """
+    if not device.startswith("cuda"):
+        return False
+    conv = sum(p.numel() for m in module.modules() if isinstance(m, torch.nn.Conv2d) for p in m.parameters(recurse=False))
+    return conv * 2 > sum(p.numel() for p in module.parameters())
+
+
+def to_device(module: torch.nn.Module, device: str) -> torch.nn.Module:
+    """Move ``module`` to ``device``, in channels-last format where :func:`wants_channels_last` says so."""
+    if wants_channels_last(module, device):
+        return module.to(device, memory_format=torch.channels_last)
+    return module.to(device)
+
+
+def release_cuda_cache(device: str) -> None:
+    """Give the CUDA caching allocator's unused blocks back (after a fit, an OOM, a deleted model)."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.empty_cache()

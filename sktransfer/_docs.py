@@ -16,7 +16,9 @@ precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
 num_workers : int or None, default=None
     DataLoader worker processes; None: none on CPU, up to 8 on CUDA.
 device : {"auto", "cpu", "cuda"} or "cuda:N", default="auto"
-    Where to run; "auto" uses CUDA when available.
+    Where to run; "auto" uses CUDA when available. With several GPUs, "auto" and "cuda" put parallel
+    worker processes (``n_jobs``, dask) on ``cuda:{rank % n_gpus}`` round robin (``LOCAL_RANK`` pins
+    one); convolutional backbones run channels-last on CUDA.
 verbose : int, default=0
     0 is silent; 1 shows a progress bar per epoch and a per-epoch table."""
 
@@ -63,7 +65,28 @@ warm_start : bool, default=False
     Start ``fit`` from the weights of the previous fit instead of a fresh head and backbone.
 random_state : int, RandomState or None, default=None
     Seeds weight initialisation, shuffling and the validation split; two CPU fits with the same
-    value give identical predictions."""
+    value give identical predictions.
+adapter : {"lora"} or None, default=None
+    "lora": parameter-efficient fine-tuning with LoRA adapters (needs ``pip install sktransfer[lora]``).
+    The backbone's own weights stay frozen; only the adapters and the head train, so a saved or
+    pickled model stores just those. ``freeze_layers`` then says where adapters go: "all" and "none"
+    put them in every block, ``k``/``-k``/patterns keep them out of the blocks those values freeze.
+    Cannot be combined with ``unfreeze_every``; features are never cached.
+lora_r : int, default=8
+    Rank of the LoRA updates.
+lora_alpha : float, default=16
+    LoRA scaling: the update is multiplied by ``lora_alpha / lora_r``.
+lora_dropout : float, default=0.0
+    Dropout on the adapters' inputs.
+lora_target_modules : list of str, str or None, default=None
+    Layers to adapt: names or name suffixes (e.g. ``["query", "value"]``), or a regular expression
+    over full module names. None: the attention projections (query/key/value, qkv ...), or, for
+    backbones without any (CNNs), every linear layer and 1x1 convolution. Only linear layers and
+    1x1 convolutions can be adapted; ``lora_target_modules_`` lists the ones chosen.
+compile : bool, default=False
+    Train the module through ``torch.compile`` (skorch's ``compile``): faster steps on GPUs after a
+    one-off compilation, which needs a C++ compiler and costs seconds to minutes. The fitted model
+    is stored uncompiled."""
 
 CLASSIFIER_PARAMS = """\
 label_smoothing : float, default=0.0
@@ -71,7 +94,10 @@ label_smoothing : float, default=0.0
 class_weight : dict, "balanced" or None, default=None
     Weights of the classes in the loss, as in scikit-learn.
 threshold : float, default=0.5
-    Decision threshold of each label for multi-label targets."""
+    Decision threshold of each label for multi-label targets (``y`` a 2-D 0/1 indicator matrix;
+    ``predict_proba`` then gives one independent probability per label). For lists of label lists,
+    encode with ``Y = MultiLabelBinarizer().fit_transform(lists)`` and decode predictions with
+    ``mlb.inverse_transform(clf.predict(X))`` (``sklearn.preprocessing``)."""
 
 COMMON_ATTRIBUTES = """\
 n_backbone_blocks_ : int

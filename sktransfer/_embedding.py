@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,7 @@ from tqdm.auto import tqdm
 
 from ._backbones import Backbone
 from ._cache import feature_cache, feature_keys
-from ._device import resolve_device, resolve_num_workers, resolve_precision
+from ._device import resolve_device, resolve_num_workers, resolve_precision, to_device
 from ._net import _AMP_DTYPES
 from ._validation import validate_params
 
@@ -44,8 +45,10 @@ class BackboneEstimator(TransformerMixin, BaseEstimator):
         self.precision_ = resolve_precision(self.precision, self.device_)
         self.num_workers_ = resolve_num_workers(self.num_workers, self.device_)
         backbone = self._resolve_backbone()
-        backbone.encoder.to(self.device_)
-        self.backbone_identity_ = backbone.identity
+        to_device(backbone.encoder, self.device_)
+        # Random initial weights, or a user module's, are not named by the identity: never share their cache.
+        unnamed = not self.pretrained or isinstance(self.backbone, torch.nn.Module)
+        self.backbone_identity_ = f"{backbone.identity}:{uuid.uuid4().hex}" if unnamed else backbone.identity
         self.n_backbone_blocks_ = len(backbone.blocks)
         self.n_features_out_ = backbone.num_features
         self.data_config_ = backbone.data_config
@@ -66,17 +69,12 @@ class BackboneEstimator(TransformerMixin, BaseEstimator):
 
     def _embed(self, items: list, encoder: torch.nn.Module, *, use_cache: bool = True) -> np.ndarray:
         """Pooled backbone features of ``items`` as float32, from the cache where possible."""
-        use_cache = use_cache and self.cache
+        if not (use_cache and self.cache):
+            return self._encode(items, encoder)
         namespace = f"{self.backbone_identity_}|{self._preprocessing_key()}|{self.precision_}"
-        keys = feature_keys(items, namespace, is_text=self._is_text) if use_cache else None
-        found = feature_cache.get(keys, self.cache_dir) if use_cache else {}
-        missing = [i for i in range(len(items)) if i not in found]
-        if missing:
-            computed = self._encode([items[i] for i in missing], encoder)
-            if use_cache:
-                feature_cache.put([keys[i] for i in missing], computed, self.cache_dir)
-            found.update(zip(missing, computed))
-        return np.stack([found[i] for i in range(len(items))]).astype(np.float32, copy=False)
+        keys = feature_keys(items, namespace, is_text=self._is_text)
+        compute = lambda positions: self._encode([items[i] for i in positions], encoder)  # noqa: E731
+        return feature_cache.get_or_compute(keys, compute, self.cache_dir)
 
     def _encode(self, items: list, encoder: torch.nn.Module) -> np.ndarray:
         order = self._inference_order(items)

@@ -35,8 +35,14 @@ def _n_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+_ENOUGH_BLOCKS = 4
+
+
 def _expand(module: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]:
     children = [(prefix + name, child) for name, child in module.named_children() if _n_params(child)]
+    if len(children) >= _ENOUGH_BLOCKS:
+        # Already a stage split (e.g. a ResNet's stem and layer1..4): do not cut a stage into its layers.
+        return children
     total = _n_params(module)
     out = []
     for name, child in children:
@@ -49,7 +55,8 @@ def _expand(module: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]:
 
 
 def module_blocks(model: nn.Module, prefix: str = "") -> list[list[str]]:
-    """Blocks of any ``nn.Module``: its children, the dominant container expanded, leading layers merged."""
+    """Blocks of any ``nn.Module``: its children (a dominant container expanded while they are fewer than 4),
+    leading parameter-holding leaf layers merged into one stem block."""
     blocks: list[list[str]] = []
     stem: list[str] = []
     for name, child in _expand(model, prefix):
@@ -85,16 +92,16 @@ def transformer_blocks(model: nn.Module, prefix: str = "") -> list[list[str]]:
     return blocks
 
 
-def validate_freeze_layers(freeze_layers, n_blocks: int) -> None:
-    """Raise a ValueError or TypeError that lists the valid forms."""
+def validate_freeze_layers(freeze_layers, n_blocks: int | None) -> None:
+    """Raise a ValueError or TypeError that lists the valid forms (the range is checked when ``n_blocks`` is known)."""
     if isinstance(freeze_layers, str):
         if freeze_layers not in ("all", "none"):
             raise ValueError(f"{FREEZE_FORMS}; got {freeze_layers!r}.")
     elif isinstance(freeze_layers, Integral) and not isinstance(freeze_layers, bool):
-        if abs(int(freeze_layers)) > n_blocks:
+        if n_blocks is not None and abs(int(freeze_layers)) > n_blocks:
             raise ValueError(
-                f"freeze_layers={freeze_layers} but this backbone has only {n_blocks} blocks; "
-                f"use a value between {-n_blocks} and {n_blocks}, or 'all'."
+                f"{FREEZE_FORMS}; got freeze_layers={freeze_layers} but this backbone has only {n_blocks} blocks, "
+                f"so use a value between {-n_blocks} and {n_blocks}, or 'all'."
             )
     elif isinstance(freeze_layers, (list, tuple)):
         if not all(isinstance(p, str) for p in freeze_layers):

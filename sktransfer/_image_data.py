@@ -77,12 +77,24 @@ def check_images(X: Any) -> list:
         if isinstance(item, (str, os.PathLike)):
             if not os.path.isfile(item):
                 raise ValueError(f"Image {i}: file not found: {os.fspath(item)!r}. Check the path.")
+            _check_image_file(item, i)
         elif isinstance(item, np.ndarray):
             if item.ndim not in (2, 3) or (item.ndim == 3 and item.shape[-1] not in (1, 3, 4)):
                 raise ValueError(f"Image {i}: array of shape {item.shape} is not (H, W) or (H, W, C). {_INPUT_HELP}")
         elif not isinstance(item, Image.Image):
             raise TypeError(f"Image {i}: unsupported type {type(item).__name__}. {_INPUT_HELP}")
     return items
+
+
+def _check_image_file(path: str | os.PathLike, index: int) -> None:
+    """Cheap upfront check (header, and structure where PIL can verify it) so bad files fail before training."""
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as err:
+        raise ValueError(
+            f"Cannot read image {index} ({os.fspath(path)!r}): {err}. It is not a valid image file; fix or remove it."
+        ) from err
 
 
 def _array_to_pil(array: np.ndarray) -> Image.Image:

@@ -2,7 +2,9 @@
 
 One mixin adds to skorch what transfer learning needs: parameter groups built from the backbone's
 blocks, autocast (bf16/fp16 with a gradient scaler), micro-batches that accumulate gradients (and
-halve on CUDA out-of-memory), and per-sample weights carried in ``X["sample_weight"]``.
+halve on CUDA out-of-memory), per-sample weights carried in ``X["sample_weight"]``, and memory
+hygiene: after ``fit`` only the trained module stays on the device (no gradients, optimizer moments,
+early-stopping snapshot or compiled wrapper).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from skorch import NeuralNet, NeuralNetClassifier, NeuralNetRegressor
 from skorch.dataset import unpack_data
 from skorch.utils import TeeGenerator, to_tensor
 
+from ._device import release_cuda_cache
 from ._optim import make_optimizer, param_groups
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -38,7 +41,8 @@ class _TransferNetMixin:
         self.grad_accum_steps = grad_accum_steps
 
     def initialize_optimizer(self, triggered_directly=None):
-        groups = param_groups(self.module_, self.blocks or [], lr=self.lr, **(self.group_options or {}))
+        module = getattr(self.module_, "_orig_mod", self.module_)  # named as the blocks are, even when compiled
+        groups = param_groups(module, self.blocks or [], lr=self.lr, **(self.group_options or {}))
         self.optimizer_ = make_optimizer(self.optimizer_name, groups, self.lr)
         self.scaler_ = torch.amp.GradScaler(torch.device(self.device).type, enabled=self.precision == "fp16")
         return self
@@ -80,20 +84,38 @@ class _TransferNetMixin:
             try:
                 return self._accumulated_step(batch, **fit_params)
             except torch.OutOfMemoryError:
-                batch_len = len(unpack_data(batch)[1])
-                if self.grad_accum_steps >= batch_len:
+                if self.grad_accum_steps >= len(unpack_data(batch)[1]):
                     raise
-                self.optimizer_.zero_grad(set_to_none=True)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                self.grad_accum_steps *= 2
-                warnings.warn(
-                    f"Out of memory: retrying with micro-batches of about {math.ceil(batch_len / self.grad_accum_steps)} "
-                    f"samples and {self.grad_accum_steps} gradient-accumulation steps (same effective batch size). "
-                    "Lower batch_size or raise grad_accum_steps to avoid the retry.",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+            # Outside the except block, so that the tensors its traceback held are freed first.
+            self._halve_micro_batches(len(unpack_data(batch)[1]))
+
+    def _halve_micro_batches(self, batch_len: int) -> None:
+        self.optimizer_.zero_grad(set_to_none=True)
+        release_cuda_cache(str(self.device))
+        self.grad_accum_steps *= 2
+        warnings.warn(
+            f"Out of memory: retrying with micro-batches of about {math.ceil(batch_len / self.grad_accum_steps)} "
+            f"samples and {self.grad_accum_steps} gradient-accumulation steps (same effective batch size). "
+            "Lower batch_size or raise grad_accum_steps to avoid the retry.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+    def fit(self, X, y=None, **fit_params):
+        super().fit(X, y, **fit_params)
+        self._release_training_state()
+        return self
+
+    def _release_training_state(self) -> None:
+        """Keep only the trained module: the next fit builds a new net and optimizer anyway."""
+        self.module_ = getattr(self.module_, "_orig_mod", self.module_)  # compiled for training only
+        self.criterion_ = getattr(self.criterion_, "_orig_mod", self.criterion_)
+        self.module_.zero_grad(set_to_none=True)
+        self.optimizer_.state.clear()
+        for _, callback in self.callbacks_:
+            if getattr(callback, "best_model_weights_", None) is not None:
+                callback.best_model_weights_ = None  # early stopping's snapshot, already loaded back
+        release_cuda_cache(str(self.device))
 
 
 class TransferNetClassifier(_TransferNetMixin, NeuralNetClassifier):

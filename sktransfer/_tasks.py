@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.class_weight import compute_sample_weight
@@ -18,7 +19,10 @@ from ._training import TrainableEstimator
 def _check_length(y, n: int) -> np.ndarray:
     if y is None:
         raise ValueError("y is None: fit needs targets, one per sample.")
-    y = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
+    raw = y.to_numpy() if hasattr(y, "to_numpy") else y
+    y = np.asarray(raw)
+    if y.dtype.kind == "U" and y.ndim == 1 and any(isinstance(v, float) for v in raw):
+        y = np.asarray(raw, dtype=object)  # NaN among str labels: keep it visible, not the string "nan"
     if len(y) != n:
         raise ValueError(f"X and y have different lengths: {n} inputs but {len(y)} targets.")
     return y
@@ -45,7 +49,7 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
     class_weight: dict | str | None = None
     threshold: float = 0.5
 
-    def _prepare_targets(self, y, n: int) -> np.ndarray:
+    def _prepare_targets(self, y, n: int, classes=None) -> np.ndarray:
         y = _check_length(y, n)
         if _missing(y).any():
             bad = np.flatnonzero(_missing(y))[:5].tolist()
@@ -59,7 +63,14 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
             raise ValueError(f"y must be 1-D labels or a 2-D 0/1 indicator matrix, got shape {y.shape}.")
         encoder = LabelEncoder()
         try:
-            encoded = encoder.fit_transform(y)
+            encoder.fit(y if classes is None else np.asarray(classes))
+            unseen = set(y.tolist()) - set(encoder.classes_.tolist())
+            if unseen:
+                raise ValueError(
+                    f"y has labels not in classes: {sorted(unseen, key=str)[:5]}; the classifier knows "
+                    f"{encoder.classes_.tolist()}. Pass every label to the first partial_fit call (classes=...)."
+                )
+            encoded = encoder.transform(y)
         except TypeError as err:
             raise TypeError(f"y mixes label types that cannot be compared ({err}); use one type, e.g. str.") from err
         self.classes_ = encoder.classes_
@@ -69,6 +80,30 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
             )
         self.n_outputs_ = len(self.classes_)
         return encoded.astype(np.int64)
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None) -> ClassifierTask:
+        """Train for one epoch on ``(X, y)``, continuing from the current weights and head.
+
+        Parameters
+        ----------
+        X : sequence of inputs
+        y : array-like of shape (n_samples,)
+            Labels; after the first call, each must be one of ``classes_``.
+        classes : array-like, default=None
+            Every label the classifier will see; needed in the first call unless ``y`` holds them all.
+            Later calls must pass the same labels or None.
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self
+        """
+        fitted = hasattr(self, "net_")
+        if fitted:
+            if classes is not None and sorted(np.unique(classes).tolist(), key=str) != sorted(self.classes_.tolist(), key=str):
+                raise ValueError(f"classes must stay {self.classes_.tolist()} after the first partial_fit, got {list(classes)}.")
+            classes = self.classes_
+        return self._fit(X, y, sample_weight, warm=fitted, classes=classes, epochs=1)
 
     def _sample_weights(self, y_encoded, sample_weight, n: int):
         weights = super()._sample_weights(y_encoded, sample_weight, n)
@@ -96,7 +131,10 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
         return nn.CrossEntropyLoss(reduction="none", label_smoothing=self.label_smoothing)
 
     def _net_kwargs(self) -> dict:
-        return {} if self.multilabel_ else {"classes": list(range(self.n_outputs_))}
+        if self.multilabel_:
+            # skorch's default for BCE is a binary (n, 2) output; multi-label needs one sigmoid per label.
+            return {"predict_nonlinearity": torch.sigmoid}
+        return {"classes": list(range(self.n_outputs_))}
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities, columns in the order of ``classes_`` (per-label for multi-label).
@@ -143,7 +181,7 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
 class RegressorTask(RegressorMixin, TrainableEstimator):
     """Regression on one or several continuous targets, standardised inside and restored on output."""
 
-    def _prepare_targets(self, y, n: int) -> np.ndarray:
+    def _prepare_targets(self, y, n: int, classes=None) -> np.ndarray:
         y = _check_length(y, n)
         try:
             y = y.astype(np.float32)

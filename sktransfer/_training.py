@@ -16,17 +16,20 @@ from skorch.callbacks import EarlyStopping, LRScheduler, ProgressBar
 from skorch.dataset import Dataset as SkorchDataset
 from skorch.helper import predefined_split
 
+from ._adapters import attach_adapter
 from ._callbacks import GradualUnfreezing, LRLogger
 from ._embedding import BackboneEstimator
 from ._freezing import apply_freeze, frozen_names, n_frozen_blocks, validate_freeze_layers
 from ._heads import Head, TransferModule
 from ._optim import ScheduleFactor
+from ._persistence import PersistenceMixin
+from ._plotting import plot_history
 
-_STANDARDIZATION_SAMPLE = 256
+_STANDARDIZATION_SAMPLE = 64  # embedded before fine-tuning to fit the head standardisation: ~5 % of an epoch
 
 
 @dataclass(repr=False, eq=False)
-class TrainableEstimator(BackboneEstimator):
+class TrainableEstimator(PersistenceMixin, BackboneEstimator):
     """Base of the estimators that train a head (and optionally the backbone) with skorch.
 
     Task subclasses provide ``_net_class``, ``_prepare_targets``, ``_criterion``, ``_net_kwargs``,
@@ -52,6 +55,12 @@ class TrainableEstimator(BackboneEstimator):
     grad_accum_steps: int = 1
     warm_start: bool = False
     random_state: Any = None
+    adapter: str | None = None
+    lora_r: int = 8
+    lora_alpha: float = 16
+    lora_dropout: float = 0.0
+    lora_target_modules: Any = None
+    compile: bool = False
 
     def _augment(self):
         return None
@@ -73,17 +82,23 @@ class TrainableEstimator(BackboneEstimator):
         -------
         self
         """
+        return self._fit(X, y, sample_weight, warm=self.warm_start and hasattr(self, "net_"))
+
+    def _fit(self, X, y, sample_weight=None, *, warm: bool, classes=None, epochs: int | None = None):
         self._validate()
         items = self._check_inputs(X)
-        y_encoded = self._prepare_targets(y, len(items))
+        y_encoded = self._prepare_targets(y, len(items), classes)
         weights = self._sample_weights(y_encoded, sample_weight, len(items))
-        warm = self.warm_start and hasattr(self, "net_")
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        if not warm:
+            self.__dict__.pop("net_", None)  # free the previous model's device memory before building the next
         devices = [torch.device(self.device).index or 0] if str(self.device).startswith("cuda") else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             module, blocks = self._reuse_module() if warm else self._build_module()
-            self._freeze(module, blocks)
+            if not warm:
+                self.backbone_seed_ = seed
+            blocks = self._freeze(module, blocks)
             train_idx, valid_idx = self._split(y_encoded, seed)
             cached = self.features_cached_
             features = self._embed(items, module.encoder) if cached else None
@@ -91,8 +106,10 @@ class TrainableEstimator(BackboneEstimator):
                 self._fit_standardization(module, items, features, train_idx)
             train_data = self._training_data(items, features, y_encoded, weights, train_idx, train=True)
             valid_data = None if valid_idx is None else self._training_data(items, features, y_encoded, weights, valid_idx)
-            net = self._make_net(module, blocks, len(train_idx), valid_data)
+            net = self._make_net(module, blocks, len(train_idx), valid_data, epochs)
             net.fit(train_data, y_encoded[train_idx])
+        # Left in eval mode, so that predictions (from any thread) never toggle train/eval.
+        net.module_.eval()
         self.net_ = net
         self.history_ = net.history
         self.n_epochs_ = len(net.history)
@@ -116,8 +133,13 @@ class TrainableEstimator(BackboneEstimator):
             )
         return module, self.blocks_
 
-    def _freeze(self, module: TransferModule, blocks: list[list[str]]) -> None:
+    def _freeze(self, module: TransferModule, blocks: list[list[str]]) -> list[list[str]]:
+        """Set what trains; return the blocks (renamed when an adapter was added)."""
         validate_freeze_layers(self.freeze_layers, len(blocks))
+        if self.adapter is not None:
+            self.blocks_ = blocks = attach_adapter(self, module.encoder, blocks)
+            self.features_cached_ = False
+            return blocks
         names = [name for name, _ in module.encoder.named_parameters()]
         frozen = frozen_names(blocks, self.freeze_layers, names)
         self.n_trainable_backbone_params_ = apply_freeze(module.encoder, frozen)
@@ -125,6 +147,7 @@ class TrainableEstimator(BackboneEstimator):
             self.cache and len(frozen) == len(names) and self.unfreeze_every is None
             and self._augment() is None and ":tuned:" not in self.backbone_identity_
         )
+        return blocks
 
     def _split(self, y_encoded: np.ndarray, seed: int):
         indices = np.arange(len(y_encoded))
@@ -161,16 +184,17 @@ class TrainableEstimator(BackboneEstimator):
             return SkorchDataset(x, y[idx])
         return self._make_dataset([items[i] for i in idx], y[idx], w, augment=self._augment() if train else None)
 
-    def _make_net(self, module, blocks, n_train: int, valid_data):
+    def _make_net(self, module, blocks, n_train: int, valid_data, epochs: int | None = None):
         callbacks = [("lr_log", LRLogger())]
-        steps = self.max_epochs * math.ceil(n_train / self.batch_size)
+        epochs = epochs or self.max_epochs
+        steps = epochs * math.ceil(n_train / self.batch_size)
         if self.lr_schedule != "constant" or self.warmup:
             schedule = ScheduleFactor(self.lr_schedule, steps, self.warmup)
             callbacks.append(("lr_schedule", LRScheduler(torch.optim.lr_scheduler.LambdaLR, lr_lambda=schedule, step_every="batch")))
         if self.early_stopping:
             callbacks.append(("early_stopping", EarlyStopping(
                 monitor=self.monitor, patience=self.patience, lower_is_better=self.monitor.endswith("loss"),
-                load_best=True, sink=print if self.verbose else (lambda *a: None),
+                load_best=True,
             )))
         if self.unfreeze_every is not None:
             n_frozen = n_frozen_blocks(self.freeze_layers, len(blocks)) or 0
@@ -186,7 +210,7 @@ class TrainableEstimator(BackboneEstimator):
             module=module,
             criterion=self._criterion(),
             lr=self.lr,
-            max_epochs=self.max_epochs,
+            max_epochs=epochs,
             batch_size=self.batch_size,
             train_split=predefined_split(valid_data) if valid_data is not None else None,
             callbacks=callbacks,
@@ -206,15 +230,27 @@ class TrainableEstimator(BackboneEstimator):
             precision=self.precision_,
             grad_accum_steps=self.grad_accum_steps,
             warm_start=False,
+            compile=self.compile,
             **self._net_kwargs(),
         )
 
     def _best_epoch(self) -> int:
-        if not self.early_stopping or self.monitor not in self.history_[0]:
-            return self.n_epochs_
-        scores = np.asarray(self.history_[:, self.monitor], dtype=float)
-        best = np.argmin(scores) if self.monitor.endswith("loss") else np.argmax(scores)
-        return int(best) + 1
+        # The epoch whose weights EarlyStopping(load_best=True) restored.
+        stopper = dict(self.net_.callbacks_).get("early_stopping")
+        return self.n_epochs_ if stopper is None else int(stopper.best_epoch_)
+
+    def plot_history(self):
+        """Plot the training history: loss, accuracy (if recorded) and learning rate per epoch.
+
+        Needs matplotlib (``pip install sktransfer[plot]``). The best epoch (the one whose weights
+        early stopping restored, else the last) is marked.
+
+        Returns
+        -------
+        fig : matplotlib.figure.Figure
+        """
+        check_is_fitted(self)
+        return plot_history(self.history_, self.best_epoch_)
 
     # ------------------------------------------------------------ predict
     def _fitted_encoder(self) -> torch.nn.Module:

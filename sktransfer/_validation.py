@@ -11,6 +11,8 @@ from numbers import Integral, Real
 from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from torch import nn
 
+from ._freezing import validate_freeze_layers
+
 _positive_int = Interval(Integral, 1, None, closed="left")
 _positive_real = Interval(Real, 0, None, closed="neither")
 _fraction = Interval(Real, 0, 1, closed="left")
@@ -55,12 +57,15 @@ PARAMETER_CONSTRAINTS = {
     "lora_alpha": [_positive_real],
     "lora_dropout": [_fraction],
     "lora_target_modules": [list, tuple, str, None],
+    "compile": ["boolean"],
 }
 
 
 def validate_params(estimator) -> None:
     """Raise ``InvalidParameterError`` (a ValueError and TypeError) naming any invalid hyperparameter."""
     params = estimator.get_params(deep=False)
+    if "freeze_layers" in params:
+        validate_freeze_layers(params["freeze_layers"], None)
     constraints = {name: PARAMETER_CONSTRAINTS[name] for name in params}
     validate_parameter_constraints(constraints, params, caller_name=type(estimator).__name__)
     head_hidden = params.get("head_hidden", ())

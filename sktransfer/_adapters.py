@@ -1,0 +1,138 @@
+"""Parameter-efficient fine-tuning: LoRA adapters injected into the backbone with ``peft``.
+
+With ``adapter="lora"`` the backbone's own weights are never trained: low-rank adapters are added
+to some of its layers and only they (and the head) learn. ``freeze_layers`` says where adapters may
+go: ``"all"`` (the default) and ``"none"`` put them in every block; ``k``, ``-k`` or glob patterns
+keep them out of the blocks (parameters) that those values freeze.
+
+Default target layers, for every backbone family: the attention projections when the backbone has
+some (``query``/``key``/``value`` in BERT-like models, ``qkv`` in timm's ViTs, ``q_proj`` ...);
+otherwise every linear layer and pointwise (1x1) convolution (CNNs such as EfficientNet).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from typing import Any
+
+from torch import nn
+
+from ._freezing import frozen_names
+
+ATTENTION_PROJECTIONS = frozenset({
+    "query", "key", "value", "q", "k", "v", "q_proj", "k_proj", "v_proj", "qkv", "c_attn", "Wqkv",
+    "q_lin", "k_lin", "v_lin", "query_key_value", "in_proj",
+})
+_LORA_PARTS = re.compile(r"\.(base_layer|lora_[A-Za-z_]+\.[^.]+)(?=\.)")
+_INSTALL = "adapter='lora' needs the peft package: pip install sktransfer[lora]"
+
+
+def _import_peft():
+    try:
+        import peft
+    except ImportError as err:
+        raise ImportError(_INSTALL) from err
+    return peft
+
+
+def _adaptable(module: nn.Module) -> bool:
+    if isinstance(module, nn.Conv2d):
+        return module.kernel_size == (1, 1) and module.groups == 1
+    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def _matches(name: str, targets: Any) -> bool:
+    """peft's rule: a str is a regular expression over the full name, a list holds names or name suffixes."""
+    if isinstance(targets, str):
+        return re.fullmatch(targets, name) is not None
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def default_targets(encoder: nn.Module) -> list[str]:
+    """Names of the layers LoRA adapts by default: attention projections, else linear and 1x1 conv layers."""
+    layers = [name for name, m in encoder.named_modules() if _adaptable(m)]
+    attention = [name for name in layers if name.rpartition(".")[2] in ATTENTION_PROJECTIONS]
+    return attention or layers
+
+
+def choose_targets(encoder: nn.Module, blocks: list[list[str]], freeze_layers: Any, target_modules: Any) -> list[str]:
+    """The layers to adapt: defaults or ``target_modules``, outside what ``freeze_layers`` freezes."""
+    if target_modules is None:
+        candidates = default_targets(encoder)
+    else:
+        candidates = [
+            name for name, m in encoder.named_modules() if name and _matches(name, target_modules) and _adaptable(m)
+        ]
+    if freeze_layers not in ("all", "none"):
+        names = [name for name, _ in encoder.named_parameters()]
+        frozen = frozen_names(blocks, freeze_layers, names)
+        candidates = [name for name in candidates if f"{name}.weight" not in frozen]
+    if not candidates:
+        raise ValueError(
+            f"adapter='lora' found no layer to adapt (lora_target_modules={target_modules!r}, "
+            f"freeze_layers={freeze_layers!r}): name linear or 1x1 convolution layers in lora_target_modules "
+            "(e.g. ['query', 'value']), or let freeze_layers leave some blocks unfrozen."
+        )
+    return candidates
+
+
+def inject_lora(encoder: nn.Module, targets: list[str], r: int, alpha: float, dropout: float) -> None:
+    """Add LoRA adapters to the ``targets`` layers of ``encoder``, in place."""
+    peft = _import_peft()
+    config = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none")
+    with warnings.catch_warnings():
+        # Raised spuriously for a fresh encoder once peft has been used in the process.
+        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+        peft.inject_adapter_in_model(config, encoder)
+
+
+def is_lora_param(name: str) -> bool:
+    """Whether a parameter name belongs to a LoRA adapter."""
+    return ".lora_" in name
+
+
+def adapter_blocks(encoder: nn.Module, blocks: list[list[str]]) -> list[list[str]]:
+    """``blocks`` renamed for the adapted encoder: each adapter parameter joins its layer's block."""
+    block_of = {name: i for i, block in enumerate(blocks) for name in block}
+    out: list[list[str]] = [[] for _ in blocks]
+    for name, _ in encoder.named_parameters():
+        original = _LORA_PARTS.sub("", name)
+        index = block_of.get(original, block_of.get(f"{original.rpartition('.')[0]}.weight", len(blocks) - 1))
+        out[index].append(name)
+    return out
+
+
+def train_only_adapters(encoder: nn.Module) -> int:
+    """Freeze every backbone weight but the adapters'; return the number of trainable parameters."""
+    trainable = 0
+    for name, param in encoder.named_parameters():
+        param.requires_grad_(is_lora_param(name))
+        trainable += param.numel() if param.requires_grad else 0
+    return trainable
+
+
+def attach_adapter(estimator, encoder: nn.Module, blocks: list[list[str]]) -> list[list[str]]:
+    """Add the estimator's adapter to ``encoder`` (unless a warm start already did) and train only it.
+
+    Sets ``lora_target_modules_`` and ``n_trainable_backbone_params_``; returns the renamed blocks.
+    """
+    if estimator.unfreeze_every is not None:
+        raise ValueError(
+            "adapter='lora' and unfreeze_every cannot be combined: an adapter never trains the backbone's "
+            "own weights. Set unfreeze_every=None, or adapter=None for gradual unfreezing."
+        )
+    if not any(is_lora_param(name) for name, _ in encoder.named_parameters()):
+        targets = choose_targets(encoder, blocks, estimator.freeze_layers, estimator.lora_target_modules)
+        inject_lora(encoder, targets, estimator.lora_r, estimator.lora_alpha, estimator.lora_dropout)
+        estimator.lora_target_modules_ = targets
+        blocks = adapter_blocks(encoder, blocks)
+    estimator.n_trainable_backbone_params_ = train_only_adapters(encoder)
+    return blocks
+
+
+def restore_adapter(estimator, encoder: nn.Module) -> None:
+    """Re-add a fitted estimator's adapters to a freshly rebuilt ``encoder`` (before loading weights)."""
+    targets = getattr(estimator, "lora_target_modules_", None)
+    if targets:
+        inject_lora(encoder, targets, estimator.lora_r, estimator.lora_alpha, estimator.lora_dropout)

@@ -1,0 +1,70 @@
+"""The benchmark machinery: the runner, its summary, and the harness helpers (tiny mode, no real data)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.__main__ import parse_args, run_one, write_summary
+from benchmarks._harness import headline, read_headline, run_isolated, write_result
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quick_tiny_run_writes_result_files_and_summary(tmp_path):
+    env = {**os.environ, "SKTRANSFER_BENCH_TINY": ""}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--tiny", "--only", "accuracy,learning_curve",
+         "--out", str(tmp_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    accuracy = (tmp_path / "accuracy.md").read_text()
+    assert "| recipe | train n | accuracy % |" in accuracy
+    assert "frozen embeddings + LogisticRegression" in accuracy and "TF-IDF(1-2 gram)" in accuracy
+    assert "precision" in accuracy and "recall" in accuracy  # classification reports
+    curve = (tmp_path / "learning_curve.md").read_text()
+    assert "| train n |" in curve and "PretrainedTextClassifier()" in curve
+    assert (tmp_path / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = (tmp_path / "summary.md").read_text()
+    assert "[accuracy.md](accuracy.md)" in summary and "[learning_curve.md](learning_curve.md)" in summary
+    assert read_headline(tmp_path / "accuracy.md") in summary
+    assert "| throughput | - | - | not run |" in summary
+
+
+def test_headline_round_trip(tmp_path):
+    path = write_result("demo", "Demo", headline("92.1 % in 3 s") + "\n| a |\n|---|\n| 1 |", tmp_path)
+    assert read_headline(path) == "92.1 % in 3 s"
+    assert read_headline(write_result("bare", "Bare", "no headline here", tmp_path)) == ""
+
+
+def test_summary_falls_back_to_an_earlier_result(tmp_path):
+    write_result("throughput", "Throughput", headline("1000 images/s"), tmp_path)
+    text = write_summary({"accuracy": ("skipped: data absent", None, 0.0)}, tmp_path).read_text()
+    assert "| throughput | [throughput.md](throughput.md) | 1000 images/s | not run; earlier result shown |" in text
+    assert "| accuracy | - | - | skipped: data absent |" in text
+
+
+def test_missing_module_is_skipped(tmp_path):
+    status, path, _ = run_one("no_such_benchmark", quick=True, out_dir=tmp_path)
+    assert status == "skipped: module not written yet" and path is None
+
+
+def test_unknown_benchmark_name_is_rejected(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--only", "accuracy,nope"])
+    assert "unknown benchmark(s) nope" in capsys.readouterr().err
+    args = parse_args(["--full", "--only", "throughput"])
+    assert args.quick is False and args.only == ["throughput"]
+
+
+def test_run_isolated_runs_in_a_fresh_process(monkeypatch):
+    monkeypatch.delenv("SKTRANSFER_BENCH_TINY", raising=False)
+    result = run_isolated("json:loads", s='{"answer": 42}')
+    assert result["answer"] == 42 and result["peak_rss_mb"] > 0 and result["process_seconds"] > 0
+    with pytest.raises(RuntimeError, match="json:loads failed"):
+        run_isolated("json:loads", s="not json")
