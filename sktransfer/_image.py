@@ -110,5 +110,5 @@ PretrainedImageEmbedder.__doc__ = compose(
 >>> from sktransfer import PretrainedImageEmbedder
 >>> X = np.zeros((3, 32, 32, 3), dtype=np.uint8)
 >>> PretrainedImageEmbedder(backbone="test_efficientnet", pretrained=False).fit_transform(X).shape
-(3, 32)""",
+(3, 256)""",
 )
