@@ -70,6 +70,30 @@ def tiny_text_params(tiny_bert_dir) -> dict:
     return {"backbone": tiny_bert_dir, "max_epochs": 2, "random_state": 0, "max_length": 16}
 
 
+# scikit-learn checks that need no tabular data, run on every estimator family.
+SKLEARN_API_CHECKS = [
+    "check_estimator_cloneable",
+    "check_no_attributes_set_in_init",
+    "check_get_params_invariance",
+    "check_set_params",
+    "check_parameters_default_constructible",
+    "check_estimator_repr",
+]
+
+
+def write_png_files(folder, n: int, size: int) -> list[str]:
+    """Write ``n`` random RGB PNG files of ``size`` x ``size`` pixels into ``folder``; return their paths."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        path = folder / f"{i:04d}.png"
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    return paths
+
+
 def requires_shared_data(*parts: str):
     """Skip unless ../shared/data/<parts> exists (it does in CI)."""
     return pytest.mark.skipif(not SHARED_DATA.joinpath(*parts).exists(), reason=f"{SHARED_DATA.joinpath(*parts)} is absent")

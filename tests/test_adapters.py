@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import SKLEARN_API_CHECKS
 import torch
 from sklearn.model_selection import GridSearchCV
 from sklearn.utils import estimator_checks
@@ -14,14 +15,7 @@ from sklearn.utils import estimator_checks
 from sktransfer import PretrainedImageClassifier, PretrainedTextClassifier
 from sktransfer._persistence import load
 
-CHECKS = [
-    "check_estimator_cloneable",
-    "check_no_attributes_set_in_init",
-    "check_get_params_invariance",
-    "check_set_params",
-    "check_parameters_default_constructible",
-    "check_estimator_repr",
-]
+CHECKS = SKLEARN_API_CHECKS
 QKV = [f"model.encoder.layer.{i}.attention.self.{p}" for i in (0, 1) for p in ("query", "key", "value")]
 
 

@@ -6,6 +6,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from conftest import write_png_files
 from PIL import Image
 from sklearn.exceptions import NotFittedError
 
@@ -18,13 +19,7 @@ from sktransfer._net import TransferNetClassifier
 
 
 def _image_files(tmp_path, n=8):
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(n):
-        path = tmp_path / f"img{i}.png"
-        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(path)
-        paths.append(str(path))
-    return paths, ["a", "b"] * (n // 2)
+    return write_png_files(tmp_path, n, 24), ["a", "b"] * (n // 2)
 
 
 def _truncated_jpeg(tmp_path):
@@ -112,7 +107,7 @@ def test_not_an_image_and_corrupt_file(tmp_path, tiny_image_params):
     with pytest.raises(ValueError, match=r"Cannot read image 1 \(.*notes\.jpg'\).*fix or remove"):
         PretrainedImageClassifier(**tiny_image_params).fit([paths[0], str(fake), *paths[2:]], y)
     truncated_png = tmp_path / "half.png"
-    truncated_png.write_bytes((tmp_path / "img0.png").read_bytes()[:300])
+    truncated_png.write_bytes((tmp_path / "0000.png").read_bytes()[:300])
     with pytest.raises(ValueError, match=r"Cannot read image 3 \(.*half\.png'\)"):
         PretrainedImageClassifier(**tiny_image_params).fit([*paths[:3], str(truncated_png)], y)
 

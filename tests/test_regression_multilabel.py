@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import SKLEARN_API_CHECKS
 from sklearn.metrics import r2_score
 from sklearn.preprocessing import MultiLabelBinarizer
 from sklearn.utils import estimator_checks
 
 from sktransfer import PretrainedImageClassifier, PretrainedImageRegressor, PretrainedTextRegressor
 
-SKLEARN_CHECKS = [
-    "check_estimator_cloneable",
-    "check_no_attributes_set_in_init",
-    "check_get_params_invariance",
-    "check_set_params",
-    "check_parameters_default_constructible",
-    "check_estimator_repr",
-]
+SKLEARN_CHECKS = SKLEARN_API_CHECKS
 # The frozen backbone's features are cached, so many epochs at a high rate cost little.
 FAST = {"lr": 3e-2, "max_epochs": 40}
 

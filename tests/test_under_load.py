@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import psutil
 import pytest
+from conftest import write_png_files
 import torch
 from PIL import Image
 
@@ -50,12 +51,7 @@ def _peak_rss_growth_mb(fn) -> tuple[float, object]:
 
 
 def test_predict_streams_thousands_of_files(tmp_path, fitted):
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(N_FILES):
-        path = tmp_path / f"{i:04d}.png"
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(path)
-        paths.append(str(path))
+    paths = write_png_files(tmp_path, N_FILES, 16)
     fitted.predict(paths[:10])  # warm-up, so that one-off allocations do not count as growth
     growth, pred = _peak_rss_growth_mb(lambda: fitted.predict(paths))
     assert pred.shape == (N_FILES,) and set(pred) <= set(fitted.classes_)
