@@ -46,6 +46,11 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def cuda_indices(device: str) -> list[int]:
+    """The CUDA device indices a resolved ``device`` string uses (for ``torch.random.fork_rng``)."""
+    return [torch.device(device).index or 0] if device.startswith("cuda") else []
+
+
 def resolve_precision(precision: str, device: str) -> str:
     """``"auto"``: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU."""
     if precision != "auto":

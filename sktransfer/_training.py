@@ -18,6 +18,7 @@ from skorch.helper import predefined_split
 
 from ._adapters import attach_adapter
 from ._callbacks import GradualUnfreezing, LRLogger
+from ._device import cuda_indices, resolve_device
 from ._embedding import BackboneEstimator
 from ._freezing import apply_freeze, frozen_names, n_frozen_blocks, validate_freeze_layers
 from ._heads import Head, TransferModule
@@ -92,8 +93,8 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         if not warm:
             self.__dict__.pop("net_", None)  # free the previous model's device memory before building the next
-        devices = [torch.device(self.device).index or 0] if str(self.device).startswith("cuda") else []
-        with torch.random.fork_rng(devices=devices):
+        device = self.device_ if warm else resolve_device(self.device)
+        with torch.random.fork_rng(devices=cuda_indices(device)):
             torch.manual_seed(seed)
             module, blocks = self._reuse_module() if warm else self._build_module()
             if not warm:

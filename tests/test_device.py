@@ -155,6 +155,25 @@ def test_gpu_is_picked_round_robin_by_worker_rank(monkeypatch, rank, n_gpus, exp
         assert resolve_device("cuda:0") == "cuda:0"  # an explicit index is kept
 
 
+def test_fit_forks_the_rng_of_the_resolved_gpu(monkeypatch, tiny_image_params, image_data):
+    # device="auto" that resolves to cuda:1 must fork (not reseed) cuda:1's generator, not none.
+    forked = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(devices=None, **kwargs):
+        forked.append(list(devices))
+        raise Stop
+
+    monkeypatch.setattr(torch.random, "fork_rng", spy)
+    monkeypatch.setattr("sktransfer._training.resolve_device", lambda device: "cuda:1")
+    with pytest.raises(Stop):
+        PretrainedImageClassifier(**{**tiny_image_params, "device": "auto"}).fit(*image_data)
+    assert forked == [[1]]
+    assert _device.cuda_indices("cuda") == [0] and _device.cuda_indices("cpu") == []
+
+
 def test_worker_rank_of_the_main_process_is_zero(monkeypatch):
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     assert _device.worker_rank() == 0
