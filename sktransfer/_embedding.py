@@ -65,18 +65,25 @@ class BackboneEstimator(TransformerMixin, BaseEstimator):
             num_workers=self.num_workers_,
             pin_memory=self.device_.startswith("cuda"),
             persistent_workers=False,
+            generator=torch.Generator(),  # embedding must not consume the global RNG that training draws from
         )
 
-    def _embed(self, items: list, encoder: torch.nn.Module, *, use_cache: bool = True) -> np.ndarray:
-        """Pooled backbone features of ``items`` as float32, from the cache where possible."""
+    def _embed(self, items: list, encoder: torch.nn.Module, *, use_cache: bool = True, prefix=None) -> np.ndarray:
+        """Pooled backbone features of ``items`` as float32, from the cache where possible.
+
+        With a :class:`~sktransfer._prefix.PrefixSplit`, the outputs of its frozen prefix instead.
+        """
+        forward = encoder if prefix is None else prefix.prefix
         if not (use_cache and self.cache):
-            return self._encode(items, encoder)
+            return self._encode(items, encoder, forward)
         namespace = f"{self.backbone_identity_}|{self._preprocessing_key()}|{self.precision_}"
+        if prefix is not None:
+            namespace += f"|prefix:{prefix.boundary}"
         keys = feature_keys(items, namespace, is_text=self._is_text)
-        compute = lambda positions: self._encode([items[i] for i in positions], encoder)  # noqa: E731
+        compute = lambda positions: self._encode([items[i] for i in positions], encoder, forward)  # noqa: E731
         return feature_cache.get_or_compute(keys, compute, self.cache_dir)
 
-    def _encode(self, items: list, encoder: torch.nn.Module) -> np.ndarray:
+    def _encode(self, items: list, encoder: torch.nn.Module, forward=None) -> np.ndarray:
         order = self._inference_order(items)
         ordered = [items[i] for i in order]
         dtype = _AMP_DTYPES.get(self.precision_)
@@ -88,7 +95,7 @@ class BackboneEstimator(TransformerMixin, BaseEstimator):
         with torch.inference_mode(), torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
             for x, _ in tqdm(loader, desc="embedding", disable=not self.verbose, leave=False):
                 x = {k: v.to(self.device_, non_blocking=True) for k, v in x.items()}
-                chunks.append(encoder(**x).float().cpu().numpy())
+                chunks.append((forward or encoder)(**x).float().cpu().numpy())
         encoder.train(was_training)
         features = np.concatenate(chunks)
         out = np.empty_like(features)

@@ -38,20 +38,30 @@ class Head(nn.Module):
 
 
 class TransferModule(nn.Module):
-    """Backbone encoder plus head. ``forward`` takes raw inputs, or precomputed ``features``."""
+    """Backbone encoder plus head. ``forward`` takes raw inputs, precomputed ``features``, or the
+    ``frozen_prefix`` outputs of a :class:`~sktransfer._prefix.PrefixSplit` set by ``use_suffix``."""
 
     def __init__(self, encoder: nn.Module, head: Head):
         super().__init__()
         self.encoder = encoder
         self.head = head
+        self.use_suffix(None)
 
-    def forward(self, features: torch.Tensor | None = None, sample_weight=None, **inputs) -> torch.Tensor:
-        if features is None:
+    def use_suffix(self, suffix: nn.Module | None) -> None:
+        """Route ``frozen_prefix`` inputs through ``suffix`` (a view sharing the encoder's modules; not registered)."""
+        self.__dict__["suffix"] = suffix
+
+    def forward(self, features=None, sample_weight=None, frozen_prefix=None, **inputs) -> torch.Tensor:
+        if frozen_prefix is not None:
+            features = self.suffix(frozen_prefix)
+        elif features is None:
             features = self.encoder(**inputs)
         return self.head(features)
 
     def train(self, mode: bool = True) -> TransferModule:
         super().train(mode)
+        if self.suffix is not None:
+            self.suffix.train(mode)
         if mode:
             set_frozen_norms_eval(self.encoder)
         return self

@@ -15,8 +15,10 @@ from sklearn.utils.validation import check_is_fitted
 from skorch.callbacks import EarlyStopping, LRScheduler, ProgressBar
 from skorch.dataset import Dataset as SkorchDataset
 from skorch.helper import predefined_split
+from torch.utils.data import default_collate
 
 from ._adapters import attach_adapter
+from ._cache import feature_cache
 from ._callbacks import GradualUnfreezing, LRLogger
 from ._device import cuda_indices, resolve_device
 from ._embedding import BackboneEstimator
@@ -25,6 +27,7 @@ from ._heads import Head, TransferModule
 from ._optim import ScheduleFactor
 from ._persistence import PersistenceMixin
 from ._plotting import plot_history
+from ._prefix import PrefixSplit, split_frozen_prefix
 
 _STANDARDIZATION_SAMPLE = 64  # embedded before fine-tuning to fit the head standardisation: ~5 % of an epoch
 
@@ -101,14 +104,21 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
                 self.backbone_seed_ = seed
             blocks = self._freeze(module, blocks)
             train_idx, valid_idx = self._split(y_encoded, seed)
-            cached = self.features_cached_
-            features = self._embed(items, module.encoder) if cached else None
+            prefix = self._prefix_split(module.encoder, items)
+            precomputed = self.features_cached_ or prefix is not None
+            features = self._embed(items, module.encoder, prefix=prefix) if precomputed else None
             if not warm:
-                self._fit_standardization(module, items, features, train_idx)
-            train_data = self._training_data(items, features, y_encoded, weights, train_idx, train=True)
-            valid_data = None if valid_idx is None else self._training_data(items, features, y_encoded, weights, valid_idx)
+                self._fit_standardization(module, items, None if prefix else features, train_idx)
+            key = "features" if prefix is None else "frozen_prefix"
+            train_data = self._training_data(items, features, key, y_encoded, weights, train_idx, train=True)
+            valid_data = None if valid_idx is None else self._training_data(
+                items, features, key, y_encoded, weights, valid_idx)
             net = self._make_net(module, blocks, len(train_idx), valid_data, epochs)
-            net.fit(train_data, y_encoded[train_idx])
+            module.use_suffix(None if prefix is None else prefix.suffix)
+            try:
+                net.fit(train_data, y_encoded[train_idx])
+            finally:
+                module.use_suffix(None)
         # Left in eval mode, so that predictions (from any thread) never toggle train/eval.
         net.module_.eval()
         self.net_ = net
@@ -150,6 +160,20 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
         )
         return blocks
 
+    def _prefix_split(self, encoder: torch.nn.Module, items: list) -> PrefixSplit | None:
+        """Where the frozen prefix of a partly frozen image backbone can be run once and cached, its split."""
+        self.prefix_cached_ = False
+        if (self.features_cached_ or not self.cache or self._is_text or self.adapter is not None
+                or self.unfreeze_every is not None or self._augment() is not None):
+            return None
+        dataset = self._make_dataset(items[:2])
+        sample, _ = (self._collate_fn() or default_collate)([dataset[i] for i in range(len(dataset))])
+        split = split_frozen_prefix(encoder, {k: v.to(self.device_) for k, v in sample.items()})
+        if split is None or split.item_nbytes * len(items) > feature_cache.max_bytes:
+            return None
+        self.prefix_cached_ = True
+        return split
+
     def _split(self, y_encoded: np.ndarray, seed: int):
         indices = np.arange(len(y_encoded))
         if not self.early_stopping:
@@ -176,10 +200,10 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
             train_idx = slice(None)
         module.head.fit_standardization(torch.as_tensor(features[train_idx], device=self.device_))
 
-    def _training_data(self, items, features, y, weights, idx, train: bool = False):
+    def _training_data(self, items, features, key: str, y, weights, idx, train: bool = False):
         w = None if weights is None else weights[idx]
         if features is not None:
-            x = {"features": features[idx]}
+            x = {key: features[idx]}
             if w is not None:
                 x["sample_weight"] = w
             return SkorchDataset(x, y[idx])
@@ -202,8 +226,9 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
             callbacks.append(("unfreeze", GradualUnfreezing(blocks, n_frozen, self.unfreeze_every)))
         if self.verbose:
             callbacks.append(("progress", ProgressBar()))
-        collate = None if self.features_cached_ else self._collate_fn()
-        workers = 0 if self.features_cached_ else self.num_workers_
+        precomputed = self.features_cached_ or self.prefix_cached_
+        collate = None if precomputed else self._collate_fn()
+        workers = 0 if precomputed else self.num_workers_
         iterator = {"num_workers": workers, "pin_memory": self.device_.startswith("cuda")}
         if collate is not None:
             iterator["collate_fn"] = collate
