@@ -32,9 +32,9 @@ FINE_TUNING = {"lr_schedule": "cosine", "warmup": 0.1, "augment": "light", "earl
                "validation_fraction": 0.15, "patience": 3}
 RECIPES = {
     "feature_extraction": {"freeze_layers": "all", "lr": 1e-3, "max_epochs": 20},
-    "partial_fine_tuning": {"freeze_layers": -3, "lr": 5e-4, "head_lr": 2e-3, "max_epochs": 6, **FINE_TUNING},
-    "full_fine_tuning": {"freeze_layers": "none", "lr": 5e-4, "head_lr": 2e-3, "layer_decay": 0.8,
-                         "max_epochs": 6, **FINE_TUNING},
+    "partial_fine_tuning": {"freeze_layers": -3, "lr": 1e-4, "head_lr": 1e-3, "max_epochs": 8, **FINE_TUNING},
+    "full_fine_tuning": {"freeze_layers": "none", "lr": 1e-4, "head_lr": 1e-3, "layer_decay": 0.8,
+                         "max_epochs": 8, **FINE_TUNING},
 }
 
 

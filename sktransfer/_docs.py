@@ -49,6 +49,11 @@ head_lr : float or None, default=None
     Learning rate of the head; None: ``lr``.
 unfreeze_every : int or None, default=None
     Gradual unfreezing: unfreeze one more block from the top every this many epochs.
+freeze_bn_stats : bool, default=True
+    Keep the backbone's BatchNorm layers in inference mode while fine-tuning: their running
+    statistics stay the pretrained ones (their scale and shift still train), as Keras advises for
+    fine-tuning on small data. False: trainable BatchNorm layers normalise with batch statistics
+    and update their running ones. No effect on backbones without BatchNorm.
 early_stopping : bool, default=False
     Hold out ``validation_fraction`` of the data (stratified, seeded by ``random_state``), stop
     when ``monitor`` has not improved for ``patience`` epochs, and restore the best epoch's weights.
@@ -113,7 +118,11 @@ history_ : skorch.History
 n_epochs_ : int
     Epochs run.
 best_epoch_ : int
-    Epoch whose weights were kept (the last one without early stopping)."""
+    Epoch whose weights were kept (the last one without early stopping).
+features_cached_ : bool
+    Whether the head trained on cached embeddings of a frozen backbone.
+prefix_cached_ : bool
+    Whether partial fine-tuning trained the top blocks on cached outputs of the frozen lower ones."""
 
 
 def compose(summary: str, *sections: str, examples: str = "") -> str:

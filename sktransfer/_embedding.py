@@ -105,6 +105,10 @@ class BackboneEstimator(TransformerMixin, BaseEstimator):
     def _inference_order(self, items: list) -> np.ndarray:
         return np.arange(len(items))
 
+    def _train_sampler(self, items: list) -> torch.utils.data.Sampler | None:
+        """The order of training items per epoch, or None for a plain shuffle."""
+        return None
+
     def _fitted_encoder(self) -> torch.nn.Module:
         return self.encoder_
 

@@ -141,12 +141,13 @@ def apply_freeze(encoder: nn.Module, names: set[str]) -> int:
     return trainable
 
 
-def set_frozen_norms_eval(encoder: nn.Module) -> None:
-    """Keep frozen BatchNorm layers (and a fully frozen backbone) in eval mode during training."""
+def set_norms_eval(encoder: nn.Module, every_batchnorm: bool = False) -> None:
+    """Keep frozen BatchNorm layers (or all of them, with ``every_batchnorm``), and a fully frozen
+    backbone, in eval mode during training."""
     if not any(p.requires_grad for p in encoder.parameters()):
         encoder.eval()
         return
     for module in encoder.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            if not any(p.requires_grad for p in module.parameters(recurse=False)):
+            if every_batchnorm or not any(p.requires_grad for p in module.parameters(recurse=False)):
                 module.eval()

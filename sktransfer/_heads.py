@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._freezing import set_frozen_norms_eval
+from ._freezing import set_norms_eval
 
 
 class Head(nn.Module):
@@ -39,12 +39,16 @@ class Head(nn.Module):
 
 class TransferModule(nn.Module):
     """Backbone encoder plus head. ``forward`` takes raw inputs, precomputed ``features``, or the
-    ``frozen_prefix`` outputs of a :class:`~sktransfer._prefix.PrefixSplit` set by ``use_suffix``."""
+    ``frozen_prefix`` outputs of a :class:`~sktransfer._prefix.PrefixSplit` set by ``use_suffix``.
 
-    def __init__(self, encoder: nn.Module, head: Head):
+    In training mode, frozen BatchNorm layers stay in eval mode, and so do trainable ones with
+    ``freeze_bn_stats`` (their running statistics are kept; their affine weights still train)."""
+
+    def __init__(self, encoder: nn.Module, head: Head, freeze_bn_stats: bool = True):
         super().__init__()
         self.encoder = encoder
         self.head = head
+        self.freeze_bn_stats = freeze_bn_stats
         self.use_suffix(None)
 
     def use_suffix(self, suffix: nn.Module | None) -> None:
@@ -63,5 +67,5 @@ class TransferModule(nn.Module):
         if self.suffix is not None:
             self.suffix.train(mode)
         if mode:
-            set_frozen_norms_eval(self.encoder)
+            set_norms_eval(self.encoder, every_batchnorm=self.freeze_bn_stats)
         return self

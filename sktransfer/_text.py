@@ -54,6 +54,12 @@ class _TextInput(BackboneEstimator):
     def _inference_order(self, items: list) -> np.ndarray:
         return np.argsort([len(text) for text in items], kind="stable")
 
+    def _train_sampler(self, items: list):
+        # Shuffled batches of similar-length texts, so little of each batch is padding.
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        return LengthGroupedSampler(self.batch_size, lengths=[len(text) for text in items])
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False

@@ -52,6 +52,7 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
     layer_decay: float | None = None
     head_lr: float | None = None
     unfreeze_every: int | None = None
+    freeze_bn_stats: bool = True
     early_stopping: bool = False
     validation_fraction: float = 0.1
     patience: int = 5
@@ -113,12 +114,14 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
             train_data = self._training_data(items, features, key, y_encoded, weights, train_idx, train=True)
             valid_data = None if valid_idx is None else self._training_data(
                 items, features, key, y_encoded, weights, valid_idx)
-            net = self._make_net(module, blocks, len(train_idx), valid_data, epochs)
+            sampler = None if precomputed else self._train_sampler([items[i] for i in train_idx])
+            net = self._make_net(module, blocks, len(train_idx), valid_data, epochs, sampler)
             module.use_suffix(None if prefix is None else prefix.suffix)
             try:
                 net.fit(train_data, y_encoded[train_idx])
             finally:
                 module.use_suffix(None)
+                net.iterator_train__sampler = None  # its per-item lengths are not part of the model
         # Left in eval mode, so that predictions (from any thread) never toggle train/eval.
         net.module_.eval()
         self.net_ = net
@@ -133,7 +136,7 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
         backbone = self._setup_backbone()
         head = Head(backbone.num_features, self.n_outputs_, tuple(self.head_hidden), self.dropout)
         self.blocks_ = backbone.blocks
-        return TransferModule(backbone.encoder, head).to(self.device_), backbone.blocks
+        return TransferModule(backbone.encoder, head, self.freeze_bn_stats).to(self.device_), backbone.blocks
 
     def _reuse_module(self):
         module = self.net_.module_
@@ -209,7 +212,7 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
             return SkorchDataset(x, y[idx])
         return self._make_dataset([items[i] for i in idx], y[idx], w, augment=self._augment() if train else None)
 
-    def _make_net(self, module, blocks, n_train: int, valid_data, epochs: int | None = None):
+    def _make_net(self, module, blocks, n_train: int, valid_data, epochs: int | None = None, sampler=None):
         callbacks = [("lr_log", LRLogger())]
         epochs = epochs or self.max_epochs
         steps = epochs * math.ceil(n_train / self.batch_size)
@@ -242,7 +245,8 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
             callbacks=callbacks,
             device=self.device_,
             verbose=self.verbose,
-            iterator_train__shuffle=True,
+            iterator_train__shuffle=sampler is None,
+            iterator_train__sampler=sampler,
             **{f"iterator_train__{k}": v for k, v in iterator.items()},
             **{f"iterator_valid__{k}": v for k, v in iterator.items()},
             blocks=blocks,

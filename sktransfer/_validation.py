@@ -39,6 +39,7 @@ PARAMETER_CONSTRAINTS = {
     "layer_decay": [Interval(Real, 0, 1, closed="right"), None],
     "head_lr": [_positive_real, None],
     "unfreeze_every": [_positive_int, None],
+    "freeze_bn_stats": ["boolean"],
     "early_stopping": ["boolean"],
     "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
     "patience": [_positive_int],

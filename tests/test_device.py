@@ -93,6 +93,30 @@ def test_text_inference_is_length_sorted_and_returned_in_input_order(tiny_text_p
     np.testing.assert_allclose(sorted_proba, unsorted_proba, atol=1e-5)
 
 
+def test_text_training_batches_group_similar_lengths(tiny_text_params, monkeypatch):
+    rng = np.random.default_rng(0)
+    X = [" ".join(rng.choice(["good", "bad", "film", "very"], size=n)) for n in rng.integers(1, 30, size=96)]
+    y = rng.choice(["pos", "neg"], size=len(X))
+    params = {**tiny_text_params, "max_epochs": 2, "freeze_layers": "none", "batch_size": 4, "max_length": 64}
+    tokens = []
+    call = TextCollator.__call__
+
+    def counting(self, batch):
+        x, target = call(self, batch)
+        tokens.append((x["input_ids"].numel(), int(x["attention_mask"].sum())))
+        return x, target
+
+    monkeypatch.setattr(TextCollator, "__call__", counting)
+    clf = PretrainedTextClassifier(**params).fit(X, y)
+    grouped_padding = sum(total - real for total, real in tokens)
+    sampler = clf._train_sampler(X)
+    assert sorted(sampler) == sorted(sampler) == list(range(len(X)))  # every text once per epoch
+    tokens[:] = []
+    monkeypatch.setattr(PretrainedTextClassifier, "_train_sampler", lambda self, items: None)
+    PretrainedTextClassifier(**params).fit(X, y)
+    assert grouped_padding < 0.5 * sum(total - real for total, real in tokens)
+
+
 # ------------------------------------------------------------- OOM retry
 def test_out_of_memory_halves_the_micro_batch(tiny_text_params, text_data, monkeypatch):
     X, y = text_data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from torch import nn
 
 from sktransfer import PretrainedImageClassifier, PretrainedTextClassifier
@@ -69,13 +70,27 @@ def test_none_trains_everything(family, freeze_layers):
     clf = make(freeze_layers=freeze_layers).fit(X, y)
     assert _frozen(clf) == set()
     assert clf.n_trainable_backbone_params_ == sum(p.numel() for p in clf.net_.module_.encoder.parameters())
-    # Trainable BatchNorm layers do update their statistics.
-    assert all(int(bn.num_batches_tracked) > 0 for bn in _batchnorms(clf).values())
+    # By default BatchNorm keeps its running statistics; with freeze_bn_stats=False trainable layers update them.
+    assert all(int(bn.num_batches_tracked) == 0 for bn in _batchnorms(clf).values())
+    updating = make(freeze_layers=freeze_layers, freeze_bn_stats=False).fit(X, y)
+    assert all(int(bn.num_batches_tracked) > 0 for bn in _batchnorms(updating).values())
+
+
+def test_frozen_bn_stats_still_train_the_batchnorm_weights(family):
+    name, make, X, y = family
+    if name == "transformers":
+        pytest.skip("no BatchNorm in transformers")
+    clf = make(freeze_layers="none", lr=0.1)
+    clf.fit(X, y)
+    fresh = make(freeze_layers="none", lr=1e-30).fit(X, y)  # the initial weights, as good as untouched
+    trained, untrained = _batchnorms(clf), _batchnorms(fresh)
+    assert any(not torch.equal(trained[n].weight, untrained[n].weight) for n in trained)
+    assert all(torch.equal(trained[n].running_mean, untrained[n].running_mean) for n in trained)
 
 
 def test_positive_k_freezes_exactly_the_first_k_blocks(family):
     _, make, X, y = family
-    clf = make(freeze_layers=2).fit(X, y)
+    clf = make(freeze_layers=2, freeze_bn_stats=False).fit(X, y)
     expected = {n for block in clf.blocks_[:2] for n in block}
     assert _frozen(clf) == expected
     frozen_modules = {n.rsplit(".", 1)[0] for n in expected}
