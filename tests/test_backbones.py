@@ -152,3 +152,12 @@ def test_local_huggingface_directory_for_text(tiny_bert_dir, text_data):
     assert clf.n_backbone_blocks_ == 3
     assert clf.backbone_identity_.startswith("local:")
     assert set(clf.predict(X).tolist()) <= {"pos", "neg"}
+
+
+def test_loading_a_text_backbone_prints_no_progress_bar(tiny_bert_dir, capfd):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar()
+    _backbones.resolve_text_backbone(tiny_bert_dir)
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()  # the user's setting is restored
