@@ -21,7 +21,8 @@ backbone : str, default="all-MiniLM-L6-v2"
 
 TEXT_OPTIONS = """\
 max_length : int, default=128
-    Texts are truncated to this many tokens; batches are padded to their longest text.
+    Texts are truncated to this many tokens; batches are padded to their longest text (training
+    batches group texts of similar length, predictions run in length order).
 pooling : {"mean", "cls"}, default="mean"
     How token states become one embedding: attention-masked mean, or the first ([CLS]) token."""
 
