@@ -120,3 +120,14 @@ def test_prefix_cache_is_off_where_the_prefix_changes(tiny_image_params, noisy_i
 def test_text_backbones_train_uncached(tiny_text_params, text_data):
     clf = PretrainedTextClassifier(**tiny_text_params, freeze_layers=1).fit(*text_data)
     assert not clf.prefix_cached_
+
+
+def test_prefix_cache_with_early_stopping_and_sample_weight(tiny_image_params, noisy_images):
+    X, y = noisy_images
+    weights = np.linspace(0.5, 2.0, len(X))
+    params = {**tiny_image_params, "freeze_layers": -2, "lr": 1e-4, "early_stopping": True, "validation_fraction": 0.25}
+    cached = PretrainedImageClassifier(**params).fit(X, y, sample_weight=weights)
+    plain = PretrainedImageClassifier(**params, cache=False).fit(X, y, sample_weight=weights)
+    assert cached.prefix_cached_ and "valid_loss" in cached.history_[-1]
+    np.testing.assert_allclose(cached.history_[:, "valid_loss"], plain.history_[:, "valid_loss"], rtol=1e-4)
+    np.testing.assert_allclose(cached.predict_proba(X), plain.predict_proba(X), atol=1e-4)
