@@ -115,6 +115,8 @@ class _TransferNetMixin:
         for _, callback in self.callbacks_:
             if getattr(callback, "best_model_weights_", None) is not None:
                 callback.best_model_weights_ = None  # early stopping's snapshot, already loaded back
+            if getattr(callback, "lr_scheduler_", None) is not None:
+                callback.lr_scheduler_ = None  # it holds the optimizer, and through it every trained parameter
         release_cuda_cache(str(self.device))
 
 

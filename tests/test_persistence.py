@@ -90,6 +90,16 @@ def test_pickle_partly_frozen_stores_trained_blocks_only(text_data, tiny_text_pa
     np.testing.assert_allclose(loaded.predict_proba(text_data[0]), clf.predict_proba(text_data[0]), atol=1e-6)
 
 
+@pytest.mark.parametrize("schedule", ["linear", "onecycle"])
+def test_pickle_stores_fine_tuned_weights_once(text_data, tiny_text_params, schedule):
+    # A schedule's state must not carry the optimizer, and with it a second copy of the weights.
+    params = {**tiny_text_params, "freeze_layers": "none"}
+    plain = PretrainedTextClassifier(**params).fit(*text_data)
+    scheduled = PretrainedTextClassifier(**params, lr_schedule=schedule, warmup=0.1).fit(*text_data)
+    weights = sum(p.numel() * p.element_size() for p in plain.net_.module_.parameters())
+    assert abs(len(pickle.dumps(scheduled)) - len(pickle.dumps(plain))) < 0.1 * weights
+
+
 @pytest.mark.parametrize("frozen", [True, False])
 def test_save_load_image(image_clf, image_data, fine_tuned, tmp_path, frozen):
     clf, X = (image_clf, image_data[0]) if frozen else fine_tuned
