@@ -29,7 +29,7 @@ from ._persistence import PersistenceMixin
 from ._plotting import plot_history
 from ._prefix import PrefixSplit, split_frozen_prefix
 
-_STANDARDIZATION_SAMPLE = 64  # embedded before fine-tuning to fit the head standardisation: ~5 % of an epoch
+_STANDARDIZATION_SAMPLE = 32  # embedded (and cached) before fine-tuning to fit the head standardisation
 
 
 @dataclass(repr=False, eq=False)
@@ -199,7 +199,8 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
         if features is None:
             rng = np.random.default_rng(0)
             sample = rng.choice(train_idx, size=min(len(train_idx), _STANDARDIZATION_SAMPLE), replace=False)
-            features = self._embed([items[i] for i in np.sort(sample)], module.encoder, use_cache=False)
+            # The backbone is still the pretrained one here, so its cached embeddings are valid.
+            features = self._embed([items[i] for i in np.sort(sample)], module.encoder)
             train_idx = slice(None)
         module.head.fit_standardization(torch.as_tensor(features[train_idx], device=self.device_))
 
