@@ -20,13 +20,15 @@ from ._harness import (
 TINY = True
 SIZES = {"quick": (2000, None), "full": (6000, None)}  # (train rows, test rows; None: all of test.tsv)
 COMMON = dict(max_epochs=3, batch_size=32, max_length=64, lr_schedule="linear", warmup=0.1, random_state=0)
+EVERY_LINEAR = ["query", "key", "value", "output.dense", "intermediate.dense"]  # attention and feed-forward
 RECIPES = {
     "full fine-tuning": dict(freeze_layers="none", lr=1e-4, head_lr=1e-3),
     "LoRA (r=8, query/key/value: the default targets)": dict(adapter="lora", lora_r=8, lora_alpha=16, lr=1e-3,
                                                              head_lr=1e-3),
     "LoRA (r=8, every linear layer of the blocks)": dict(
-        adapter="lora", lora_r=8, lora_alpha=16, lr=1e-3, head_lr=1e-3,
-        lora_target_modules=["query", "key", "value", "output.dense", "intermediate.dense"]),
+        adapter="lora", lora_r=8, lora_alpha=16, lr=1e-3, head_lr=1e-3, lora_target_modules=EVERY_LINEAR),
+    "LoRA (r=8, every linear layer of the blocks, lr 3e-3)": dict(
+        adapter="lora", lora_r=8, lora_alpha=16, lr=3e-3, head_lr=1e-3, lora_target_modules=EVERY_LINEAR),
 }
 
 

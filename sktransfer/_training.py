@@ -196,13 +196,15 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
         return weights
 
     def _fit_standardization(self, module, items, features, train_idx) -> None:
+        # The same seeded sample with cached features or without, so both give the same model.
+        rng = np.random.default_rng(0)
+        sample = np.sort(rng.choice(train_idx, size=min(len(train_idx), _STANDARDIZATION_SAMPLE), replace=False))
         if features is None:
-            rng = np.random.default_rng(0)
-            sample = rng.choice(train_idx, size=min(len(train_idx), _STANDARDIZATION_SAMPLE), replace=False)
             # The backbone is still the pretrained one here, so its cached embeddings are valid.
-            features = self._embed([items[i] for i in np.sort(sample)], module.encoder)
-            train_idx = slice(None)
-        module.head.fit_standardization(torch.as_tensor(features[train_idx], device=self.device_))
+            features = self._embed([items[i] for i in sample], module.encoder)
+        else:
+            features = features[sample]
+        module.head.fit_standardization(torch.as_tensor(features, device=self.device_))
 
     def _training_data(self, items, features, key: str, y, weights, idx, train: bool = False):
         w = None if weights is None else weights[idx]
