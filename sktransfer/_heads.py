@@ -31,7 +31,12 @@ class Head(nn.Module):
     def fit_standardization(self, features: torch.Tensor) -> None:
         features = features.float()
         self.mean.copy_(features.mean(0))
-        self.scale.copy_(features.std(0, unbiased=False).clamp(min=1e-6) if len(features) > 1 else 1.0)
+        if len(features) < 2:
+            self.scale.fill_(1.0)
+            return
+        std = features.std(0, unbiased=False)
+        # A feature (near) constant in the sample, e.g. a sparse one, must not be blown up on new data.
+        self.scale.copy_(std.clamp(min=max(0.1 * float(std.mean()), 1e-6)))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.layers((features.float() - self.mean) / self.scale)

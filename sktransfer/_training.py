@@ -29,7 +29,7 @@ from ._persistence import PersistenceMixin
 from ._plotting import plot_history
 from ._prefix import PrefixSplit, split_frozen_prefix
 
-_STANDARDIZATION_SAMPLE = 32  # embedded (and cached) before fine-tuning to fit the head standardisation
+_STANDARDIZATION_SAMPLE = 64  # embedded (and cached) before fine-tuning to fit the head standardisation
 
 
 @dataclass(repr=False, eq=False)
@@ -196,9 +196,12 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
         return weights
 
     def _fit_standardization(self, module, items, features, train_idx) -> None:
-        # The same seeded sample with cached features or without, so both give the same model.
-        rng = np.random.default_rng(0)
-        sample = np.sort(rng.choice(train_idx, size=min(len(train_idx), _STANDARDIZATION_SAMPLE), replace=False))
+        # A frozen backbone: every training embedding (cached, or one extra pass with cache=False), so cache
+        # on and off train the same head. A trainable one: a seeded sample of pretrained embeddings (cached).
+        sample = train_idx
+        if any(p.requires_grad for p in module.encoder.parameters()):
+            size = min(len(train_idx), _STANDARDIZATION_SAMPLE)
+            sample = np.sort(np.random.default_rng(0).choice(train_idx, size=size, replace=False))
         if features is None:
             # The backbone is still the pretrained one here, so its cached embeddings are valid.
             features = self._embed([items[i] for i in sample], module.encoder)

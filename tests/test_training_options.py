@@ -275,3 +275,15 @@ def test_plot_history_without_matplotlib_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(ImportError, match=r"pip install sktransfer\[plot\]"):
         plot_history([], 1)
+
+
+def test_head_standardisation_never_blows_up_a_feature_constant_in_the_sample():
+    from sktransfer._heads import Head
+
+    features = torch.randn(32, 8)
+    features[:, 3] = 0.0  # a sparse feature that happens to be all zero in the sample
+    head = Head(8, 2)
+    head.fit_standardization(features)
+    assert float(head.scale[3]) >= 0.1 * float(head.scale[[0, 1, 2, 4, 5, 6, 7]].mean()) * 0.5
+    standardized = (torch.ones(1, 8) - head.mean) / head.scale
+    assert float(standardized.abs().max()) < 100
