@@ -25,10 +25,10 @@ RECIPES = {
     "full fine-tuning": dict(freeze_layers="none", lr=1e-4, head_lr=1e-3),
     "LoRA (r=8, query/key/value: the default targets)": dict(adapter="lora", lora_r=8, lora_alpha=16, lr=1e-3,
                                                              head_lr=1e-3),
-    "LoRA (r=8, every linear layer of the blocks)": dict(
-        adapter="lora", lora_r=8, lora_alpha=16, lr=1e-3, head_lr=1e-3, lora_target_modules=EVERY_LINEAR),
-    "LoRA (r=8, every linear layer of the blocks, lr 3e-3)": dict(
-        adapter="lora", lora_r=8, lora_alpha=16, lr=3e-3, head_lr=1e-3, lora_target_modules=EVERY_LINEAR),
+    # LoRA fits about 25 % faster per epoch: 4 epochs take full fine-tuning's 3-epoch wall time (the same budget).
+    "LoRA (r=8, every linear layer of the blocks, 4 epochs)": dict(
+        adapter="lora", lora_r=8, lora_alpha=16, lr=1e-3, head_lr=1e-3, lora_target_modules=EVERY_LINEAR,
+        max_epochs=4),
 }
 
 
@@ -101,7 +101,8 @@ def run(quick: bool, out_dir: Path) -> Path:
         "Every recipe trains the same head; full fine-tuning trains every backbone weight, LoRA only rank-8 "
         "adapters (base weights frozen): on the attention query/key/value projections (sktransfer's default "
         "targets), or on every linear layer of the transformer blocks (attention and feed-forward, "
-        "`lora_target_modules`). Sizes: the pickled "
+        "`lora_target_modules`) for 4 epochs, which take about the wall time of full fine-tuning's 3 (the same "
+        "budget). Sizes: the pickled "
         "estimator and the `save()` directory (the backbone itself is rebuilt from its name on load, so only "
         "the weights that training changed are stored).\n\n"
         + markdown_table(rows)
