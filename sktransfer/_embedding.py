@@ -83,7 +83,7 @@ class BackboneEstimator(TransformerMixin, BaseEstimator):
         compute = lambda positions: self._encode([items[i] for i in positions], encoder, forward)  # noqa: E731
         return feature_cache.get_or_compute(keys, compute, self.cache_dir)
 
-    def _encode(self, items: list, encoder: torch.nn.Module, forward=None) -> np.ndarray:
+    def _encode(self, items: list, encoder: torch.nn.Module, forward) -> np.ndarray:
         order = self._inference_order(items)
         ordered = [items[i] for i in order]
         dtype = _AMP_DTYPES.get(self.precision_)
@@ -95,7 +95,7 @@ class BackboneEstimator(TransformerMixin, BaseEstimator):
         with torch.inference_mode(), torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
             for x, _ in tqdm(loader, desc="embedding", disable=not self.verbose, leave=False):
                 x = {k: v.to(self.device_, non_blocking=True) for k, v in x.items()}
-                chunks.append((forward or encoder)(**x).float().cpu().numpy())
+                chunks.append(forward(**x).float().cpu().numpy())
         encoder.train(was_training)
         features = np.concatenate(chunks)
         out = np.empty_like(features)

@@ -199,7 +199,7 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
         # A frozen backbone: every training embedding (cached, or one extra pass with cache=False), so cache
         # on and off train the same head. A trainable one: a seeded sample of pretrained embeddings (cached).
         sample = train_idx
-        if any(p.requires_grad for p in module.encoder.parameters()):
+        if self.n_trainable_backbone_params_:
             size = min(len(train_idx), _STANDARDIZATION_SAMPLE)
             sample = np.sort(np.random.default_rng(0).choice(train_idx, size=size, replace=False))
         if features is None:
