@@ -63,6 +63,11 @@ patience : int, default=5
     Epochs without improvement before stopping.
 monitor : {"valid_loss", "valid_acc"}, default="valid_loss"
     What early stopping watches.
+refit_full : bool, default=False
+    With ``early_stopping``: once it has found the best epoch, train again from the start on all
+    the data (the held-out part included) for that many epochs. Costs a second fit; uses every
+    sample, which matters on small data sets. The first fit's history is kept in
+    ``validation_history_``.
 grad_accum_steps : int, default=1
     Split each batch into this many micro-batches and accumulate their gradients: same result,
     less memory.
@@ -118,7 +123,9 @@ history_ : skorch.History
 n_epochs_ : int
     Epochs run.
 best_epoch_ : int
-    Epoch whose weights were kept (the last one without early stopping).
+    Epoch whose weights were kept (the last one without early stopping, or with ``refit_full``).
+validation_history_ : skorch.History
+    With ``refit_full``: the early-stopping fit's history, with its validation scores.
 features_cached_ : bool
     Whether the head trained on cached embeddings of a frozen backbone.
 prefix_cached_ : bool

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import uuid
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
     validation_fraction: float = 0.1
     patience: int = 5
     monitor: str = "valid_loss"
+    refit_full: bool = False
     grad_accum_steps: int = 1
     warm_start: bool = False
     random_state: Any = None
@@ -87,9 +89,21 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
         -------
         self
         """
-        return self._fit(X, y, sample_weight, warm=self.warm_start and hasattr(self, "net_"))
+        warm = self.warm_start and hasattr(self, "net_")
+        self.__dict__.pop("validation_history_", None)
+        if not (self.early_stopping and self.refit_full):
+            return self._fit(X, y, sample_weight, warm=warm)
+        start = copy.deepcopy(self.net_.module_.state_dict()) if warm else None
+        self._fit(X, y, sample_weight, warm=warm)
+        validation_history = self.history_
+        if start is not None:
+            self.net_.module_.load_state_dict(start)
+        self._fit(X, y, sample_weight, warm=warm, epochs=self.best_epoch_, validate=False)
+        self.validation_history_ = validation_history
+        return self
 
-    def _fit(self, X, y, sample_weight=None, *, warm: bool, classes=None, epochs: int | None = None):
+    def _fit(self, X, y, sample_weight=None, *, warm: bool, classes=None, epochs: int | None = None,
+             validate: bool = True):
         self._validate()
         items = self._check_inputs(X)
         y_encoded = self._prepare_targets(y, len(items), classes)
@@ -104,7 +118,7 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
             if not warm:
                 self.backbone_seed_ = seed
             blocks = self._freeze(module, blocks)
-            train_idx, valid_idx = self._split(y_encoded, seed)
+            train_idx, valid_idx = self._split(y_encoded, seed, validate)
             prefix = self._prefix_split(module.encoder, items)
             precomputed = self.features_cached_ or prefix is not None
             features = self._embed(items, module.encoder, prefix=prefix) if precomputed else None
@@ -177,9 +191,9 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
         self.prefix_cached_ = True
         return split
 
-    def _split(self, y_encoded: np.ndarray, seed: int):
+    def _split(self, y_encoded: np.ndarray, seed: int, validate: bool):
         indices = np.arange(len(y_encoded))
-        if not self.early_stopping:
+        if not (self.early_stopping and validate):
             return indices, None
         stratify = self._stratify_targets(y_encoded)
         try:
@@ -225,7 +239,7 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
         if self.lr_schedule != "constant" or self.warmup:
             schedule = ScheduleFactor(self.lr_schedule, steps, self.warmup)
             callbacks.append(("lr_schedule", LRScheduler(torch.optim.lr_scheduler.LambdaLR, lr_lambda=schedule, step_every="batch")))
-        if self.early_stopping:
+        if valid_data is not None:
             callbacks.append(("early_stopping", EarlyStopping(
                 monitor=self.monitor, patience=self.patience, lower_is_better=self.monitor.endswith("loss"),
                 load_best=True,

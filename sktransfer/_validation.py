@@ -44,6 +44,7 @@ PARAMETER_CONSTRAINTS = {
     "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
     "patience": [_positive_int],
     "monitor": [StrOptions({"valid_loss", "valid_acc"})],
+    "refit_full": ["boolean"],
     "grad_accum_steps": [_positive_int],
     "warm_start": ["boolean"],
     "random_state": ["random_state"],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import sklearn
@@ -54,6 +56,30 @@ def test_validation_split_is_stratified_and_seeded(tiny_image_params):
         valid_sets.append(valid.X["features"])
     np.testing.assert_array_equal(valid_sets[0], valid_sets[1])
     assert not np.array_equal(valid_sets[0], valid_sets[2])
+
+
+def test_refit_full_trains_again_on_all_the_data_for_the_best_epoch_count(tiny_image_params, image_data):
+    X, y = image_data
+    params = {"early_stopping": True, "validation_fraction": 0.25, "patience": 2, "optimizer": "sgd", "lr": 5.0,
+              "max_epochs": 30}
+    searched = _clf(tiny_image_params, **params).fit(X, y)
+    clf = _clf(tiny_image_params, refit_full=True, **params).fit(X, y)
+    assert clf.validation_history_[:, "valid_loss"] == searched.history_[:, "valid_loss"]
+    assert clf.n_epochs_ == clf.best_epoch_ == searched.best_epoch_ < 30
+    assert "valid_loss" not in clf.history_[-1] and clf.net_.train_split is None
+    on_all = _clf(tiny_image_params, **{**params, "early_stopping": False, "max_epochs": searched.best_epoch_})
+    np.testing.assert_allclose(clf.predict_proba(X), on_all.fit(X, y).predict_proba(X), atol=1e-6)
+    assert not hasattr(clf.set_params(refit_full=False).fit(X, y), "validation_history_")
+
+
+def test_refit_full_with_warm_start_starts_again_from_the_previous_fit(tiny_image_params, image_data):
+    X, y = image_data
+    base = _clf(tiny_image_params, freeze_layers=-1, lr=1e-3, max_epochs=1).fit(X, y)
+    refit = copy.deepcopy(base).set_params(warm_start=True, early_stopping=True, refit_full=True,
+                                           validation_fraction=0.25, patience=1, max_epochs=3).fit(X, y)
+    plain = copy.deepcopy(base).set_params(warm_start=True, max_epochs=refit.best_epoch_).fit(X, y)
+    for name, tensor in plain.net_.module_.state_dict().items():
+        torch.testing.assert_close(refit.net_.module_.state_dict()[name], tensor, msg=name)
 
 
 # ------------------------------------------------------------------------------ rates and schedules
