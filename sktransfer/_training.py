@@ -93,11 +93,11 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
         self.__dict__.pop("validation_history_", None)
         if not (self.early_stopping and self.refit_full):
             return self._fit(X, y, sample_weight, warm=warm)
-        start = copy.deepcopy(self.net_.module_.state_dict()) if warm else None
+        start = copy.deepcopy(self.net_.module_) if warm else None
         self._fit(X, y, sample_weight, warm=warm)
         validation_history = self.history_
         if start is not None:
-            self.net_.module_.load_state_dict(start)
+            self.net_.module_ = start
         self._fit(X, y, sample_weight, warm=warm, epochs=self.best_epoch_, validate=False)
         self.validation_history_ = validation_history
         return self

@@ -72,12 +72,13 @@ def test_refit_full_trains_again_on_all_the_data_for_the_best_epoch_count(tiny_i
     assert not hasattr(clf.set_params(refit_full=False).fit(X, y), "validation_history_")
 
 
-def test_refit_full_with_warm_start_starts_again_from_the_previous_fit(tiny_image_params, image_data):
+@pytest.mark.parametrize("change", [{"freeze_layers": -1}, {"adapter": "lora"}])
+def test_refit_full_with_warm_start_starts_again_from_the_previous_fit(tiny_image_params, image_data, change):
     X, y = image_data
     base = _clf(tiny_image_params, freeze_layers=-1, lr=1e-3, max_epochs=1).fit(X, y)
     refit = copy.deepcopy(base).set_params(warm_start=True, early_stopping=True, refit_full=True,
-                                           validation_fraction=0.25, patience=1, max_epochs=3).fit(X, y)
-    plain = copy.deepcopy(base).set_params(warm_start=True, max_epochs=refit.best_epoch_).fit(X, y)
+                                           validation_fraction=0.25, patience=1, max_epochs=3, **change).fit(X, y)
+    plain = copy.deepcopy(base).set_params(warm_start=True, max_epochs=refit.best_epoch_, **change).fit(X, y)
     for name, tensor in plain.net_.module_.state_dict().items():
         torch.testing.assert_close(refit.net_.module_.state_dict()[name], tensor, msg=name)
 
