@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import re
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
 from ._freezing import frozen_names
+from ._plan import Trainable
 
 ATTENTION_PROJECTIONS = frozenset({
     "query", "key", "value", "q", "k", "v", "q_proj", "k_proj", "v_proj", "qkv", "c_attn", "Wqkv",
@@ -112,27 +114,32 @@ def train_only_adapters(encoder: nn.Module) -> int:
     return trainable
 
 
-def attach_adapter(estimator, encoder: nn.Module, blocks: list[list[str]]) -> list[list[str]]:
-    """Add the estimator's adapter to ``encoder`` (unless a warm start already did) and train only it.
+@dataclass(frozen=True)
+class AdapterOptions:
+    """The estimator's LoRA parameters."""
 
-    Sets ``lora_target_modules_`` and ``n_trainable_backbone_params_``; returns the renamed blocks.
+    freeze_layers: Any
+    r: int
+    alpha: float
+    dropout: float
+    target_modules: Any
+
+
+def attach_adapter(encoder: nn.Module, blocks: list[list[str]], options: AdapterOptions) -> Trainable:
+    """Add LoRA adapters to ``encoder`` (unless a warm start already did) and train only them.
+
+    Returns what trains: the blocks renamed for the adapted encoder, the number of trainable
+    parameters, and the adapted layers (None when the adapters were already there).
     """
-    if estimator.unfreeze_every is not None:
-        raise ValueError(
-            "adapter='lora' and unfreeze_every cannot be combined: an adapter never trains the backbone's "
-            "own weights. Set unfreeze_every=None, or adapter=None for gradual unfreezing."
-        )
+    targets = None
     if not any(is_lora_param(name) for name, _ in encoder.named_parameters()):
-        targets = choose_targets(encoder, blocks, estimator.freeze_layers, estimator.lora_target_modules)
-        inject_lora(encoder, targets, estimator.lora_r, estimator.lora_alpha, estimator.lora_dropout)
-        estimator.lora_target_modules_ = targets
+        targets = choose_targets(encoder, blocks, options.freeze_layers, options.target_modules)
+        inject_lora(encoder, targets, options.r, options.alpha, options.dropout)
         blocks = adapter_blocks(encoder, blocks)
-    estimator.n_trainable_backbone_params_ = train_only_adapters(encoder)
-    return blocks
+    return Trainable(blocks, train_only_adapters(encoder), targets)
 
 
-def restore_adapter(estimator, encoder: nn.Module) -> None:
+def restore_adapter(encoder: nn.Module, targets: list[str] | None, options: AdapterOptions) -> None:
     """Re-add a fitted estimator's adapters to a freshly rebuilt ``encoder`` (before loading weights)."""
-    targets = getattr(estimator, "lora_target_modules_", None)
     if targets:
-        inject_lora(encoder, targets, estimator.lora_r, estimator.lora_alpha, estimator.lora_dropout)
+        inject_lora(encoder, targets, options.r, options.alpha, options.dropout)

@@ -35,14 +35,16 @@ def fingerprint(item: Any) -> str:
     raise TypeError(f"cannot fingerprint {type(item).__name__}")
 
 
-def feature_keys(items: list, namespace: str, is_text: bool = False) -> list[str]:
+def text_fingerprint(text: str) -> str:
+    """A text's content hash (a text is never read as a path)."""
+    return "text:" + hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def feature_keys(items: list, namespace: str, item_fingerprint: Callable[[Any], str] = fingerprint) -> list[str]:
     """One key per item within ``namespace`` (backbone identity plus preprocessing)."""
     prefix = namespace.encode("utf-8") + b"|"
-    keys = []
-    for item in items:
-        fp = "text:" + hashlib.blake2b(item.encode("utf-8"), digest_size=16).hexdigest() if is_text else fingerprint(item)
-        keys.append(hashlib.blake2b(prefix + fp.encode("utf-8"), digest_size=20).hexdigest())
-    return keys
+    return [hashlib.blake2b(prefix + item_fingerprint(item).encode("utf-8"), digest_size=20).hexdigest()
+            for item in items]
 
 
 class FeatureCache:

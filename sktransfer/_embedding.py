@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -13,18 +15,20 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ._backbones import Backbone
-from ._cache import feature_cache, feature_keys
+from ._cache import feature_cache, feature_keys, fingerprint
 from ._device import resolve_device, resolve_num_workers, resolve_precision, to_device
 from ._net import _AMP_DTYPES
-from ._validation import validate_params
+from ._persistence import PersistenceMixin
+from ._validation import Interval, StrOptions, check_device, positive_int, validate_params
 
 
-@dataclass(repr=False, eq=False)
-class BackboneEstimator(TransformerMixin, BaseEstimator):
+@dataclass(repr=False, eq=False, kw_only=True)
+class BackboneEstimator(PersistenceMixin, TransformerMixin, BaseEstimator):
     """Base of all sktransfer estimators: a backbone, its preprocessing, and cached embeddings.
 
     Subclasses provide the input modality (``_check_inputs``, ``_resolve_backbone``,
-    ``_make_dataset``, ``_collate_fn``, ``_preprocessing_key``, ``_inference_order``).
+    ``_make_dataset``, ``_collate_fn``, ``_preprocessing_key``, ``_inference_order``,
+    ``_item_fingerprint``, ``_can_cache_prefix``, ``_export_inputs``).
     """
 
     backbone: Any = None
@@ -37,7 +41,17 @@ class BackboneEstimator(TransformerMixin, BaseEstimator):
     device: str = "auto"
     verbose: int = 0
 
-    _is_text = False
+    _parameter_constraints = {
+        "backbone": [str, os.PathLike, torch.nn.Module],
+        "pretrained": ["boolean"],
+        "batch_size": [positive_int],
+        "cache": ["boolean"],
+        "cache_dir": [str, os.PathLike, None],
+        "precision": [StrOptions({"auto", "fp32", "bf16", "fp16"})],
+        "num_workers": [Interval(Integral, 0, None, closed="left"), None],
+        "device": [str],
+        "verbose": ["verbose"],
+    }
 
     def _setup_backbone(self) -> Backbone:
         """Resolve device, precision and the backbone; record the fitted attributes they define."""
@@ -79,7 +93,7 @@ class BackboneEstimator(TransformerMixin, BaseEstimator):
         namespace = f"{self.backbone_identity_}|{self._preprocessing_key()}|{self.precision_}"
         if prefix is not None:
             namespace += f"|prefix:{prefix.boundary}"
-        keys = feature_keys(items, namespace, is_text=self._is_text)
+        keys = feature_keys(items, namespace, self._item_fingerprint)
         compute = lambda positions: self._encode([items[i] for i in positions], encoder, forward)  # noqa: E731
         return feature_cache.get_or_compute(keys, compute, self.cache_dir)
 
@@ -104,6 +118,12 @@ class BackboneEstimator(TransformerMixin, BaseEstimator):
 
     def _inference_order(self, items: list) -> np.ndarray:
         return np.arange(len(items))
+
+    _item_fingerprint = staticmethod(fingerprint)
+
+    def _can_cache_prefix(self) -> bool:
+        """Whether the backbone may be split into a cached frozen prefix and a trained suffix."""
+        return False
 
     def _train_sampler(self, items: list) -> torch.utils.data.Sampler | None:
         """The order of training items per epoch, or None for a plain shuffle."""
@@ -142,9 +162,10 @@ class BackboneEstimator(TransformerMixin, BaseEstimator):
 
     def _validate(self) -> None:
         validate_params(self)
+        check_device(self.device)
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(repr=False, eq=False, kw_only=True)
 class EmbedderBase(BackboneEstimator):
     """A transformer that returns the backbone's pooled embeddings; ``fit`` only validates and loads."""
 
@@ -163,8 +184,25 @@ class EmbedderBase(BackboneEstimator):
         """
         self._validate()
         self._check_inputs(X)
-        backbone = self._setup_backbone()
-        for param in backbone.encoder.parameters():
-            param.requires_grad_(False)
-        self.encoder_ = backbone.encoder.eval()
+        self.backbone_seed_ = 0
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.backbone_seed_)
+            backbone = self._setup_backbone()
+        self._attach_encoder(backbone.encoder)
         return self
+
+    # The persistence hooks (see PersistenceMixin): the pickle and save() keep the backbone's identity
+    # (and a user module's weights); nothing else is trained.
+    def _without_encoder(self, state: dict) -> dict:
+        return {k: v for k, v in state.items() if k != "encoder_"}
+
+    def _attach_encoder(self, encoder: torch.nn.Module) -> None:
+        for param in encoder.parameters():
+            param.requires_grad_(False)
+        self.encoder_ = encoder.eval()
+
+    def _head_state(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def _restore(self, encoder: torch.nn.Module, head_state: dict[str, torch.Tensor], history: list) -> None:
+        self._attach_encoder(encoder)

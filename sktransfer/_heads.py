@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ._freezing import set_norms_eval
+from ._plan import SAMPLE_WEIGHT, Stage
 
 
 class Head(nn.Module):
@@ -43,8 +44,9 @@ class Head(nn.Module):
 
 
 class TransferModule(nn.Module):
-    """Backbone encoder plus head. ``forward`` takes raw inputs, precomputed ``features``, or the
-    ``frozen_prefix`` outputs of a :class:`~sktransfer._prefix.PrefixSplit` set by ``use_suffix``.
+    """Backbone encoder plus head. ``forward`` takes raw inputs, or precomputed inputs under the key
+    of their :class:`~sktransfer._plan.Stage`: pooled embeddings, or the outputs of a frozen prefix,
+    which run through the suffix set by ``use_suffix``.
 
     In training mode, frozen BatchNorm layers stay in eval mode, and so do trainable ones with
     ``freeze_bn_stats`` (their running statistics are kept; their affine weights still train)."""
@@ -60,12 +62,17 @@ class TransferModule(nn.Module):
         """Route ``frozen_prefix`` inputs through ``suffix`` (a view sharing the encoder's modules; not registered)."""
         self.__dict__["suffix"] = suffix
 
-    def forward(self, features=None, sample_weight=None, frozen_prefix=None, **inputs) -> torch.Tensor:
-        if frozen_prefix is not None:
-            features = self.suffix(frozen_prefix)
-        elif features is None:
-            features = self.encoder(**inputs)
-        return self.head(features)
+    def embed(self, **inputs) -> torch.Tensor:
+        """Pooled features of a batch, whatever its :class:`~sktransfer._plan.Stage`."""
+        inputs.pop(SAMPLE_WEIGHT, None)
+        if Stage.EMBEDDINGS.value in inputs:
+            return inputs[Stage.EMBEDDINGS.value]
+        if Stage.FROZEN_PREFIX.value in inputs:
+            return self.suffix(inputs[Stage.FROZEN_PREFIX.value])
+        return self.encoder(**inputs)
+
+    def forward(self, **inputs) -> torch.Tensor:
+        return self.head(self.embed(**inputs))
 
     def train(self, mode: bool = True) -> TransferModule:
         super().train(mode)

@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from ._backbones import resolve_image_backbone
 from ._docs import BACKBONE_PARAMS, CLASSIFIER_PARAMS, COMMON_ATTRIBUTES, TRAINING_PARAMS, compose
 from ._embedding import BackboneEstimator, EmbedderBase
 from ._image_data import ImageDataset, build_transform, check_images
 from ._tasks import ClassifierTask, RegressorTask
 from ._training import TrainableEstimator
+from ._validation import StrOptions
 
 IMAGE_PARAMS = """\
 backbone : str or torch.nn.Module, default="efficientnet_lite0"
@@ -32,7 +35,7 @@ augment : {"light", "standard"}, callable or None, default=None
     backbone's preprocessing. Never applied at predict time."""
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(repr=False, eq=False, kw_only=True)
 class _ImageInput(BackboneEstimator):
     backbone: Any = "efficientnet_lite0"
 
@@ -51,31 +54,39 @@ class _ImageInput(BackboneEstimator):
     def _preprocessing_key(self) -> str:
         return repr(sorted(self.data_config_.items()))
 
+    def _can_cache_prefix(self) -> bool:
+        return True
+
+    def _export_inputs(self, folder) -> tuple[list[str], tuple, dict]:
+        return ["pixel_values"], (torch.zeros(2, *self.data_config_["input_size"]),), {"pixel_values": {0: "batch"}}
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False
         return tags
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(repr=False, eq=False, kw_only=True)
 class _ImageTraining(_ImageInput, TrainableEstimator):
     augment: Any = None
+
+    _parameter_constraints = {"augment": [StrOptions({"light", "standard"}), callable, None]}
 
     def _augment(self):
         return self.augment
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(repr=False, eq=False, kw_only=True)
 class PretrainedImageClassifier(_ImageTraining, ClassifierTask):
     pass
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(repr=False, eq=False, kw_only=True)
 class PretrainedImageRegressor(_ImageTraining, RegressorTask):
     pass
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(repr=False, eq=False, kw_only=True)
 class PretrainedImageEmbedder(_ImageInput, EmbedderBase):
     pass
 

@@ -2,7 +2,7 @@
 
 One mixin adds to skorch what transfer learning needs: parameter groups built from the backbone's
 blocks, autocast (bf16/fp16 with a gradient scaler), micro-batches that accumulate gradients (and
-halve on CUDA out-of-memory), per-sample weights carried in ``X["sample_weight"]``, and memory
+halve on CUDA out-of-memory), per-sample weights carried in the batch under ``SAMPLE_WEIGHT``, and memory
 hygiene: after ``fit`` only the trained module stays on the device (no gradients, optimizer moments,
 early-stopping snapshot or compiled wrapper).
 """
@@ -19,6 +19,7 @@ from skorch.utils import TeeGenerator, to_tensor
 
 from ._device import release_cuda_cache
 from ._optim import make_optimizer, param_groups
+from ._plan import SAMPLE_WEIGHT
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -57,7 +58,7 @@ class _TransferNetMixin:
         loss = self.criterion_(y_pred, y_true)
         if loss.ndim > 1:
             loss = loss.flatten(1).mean(1)
-        weight = X.get("sample_weight") if isinstance(X, dict) else None
+        weight = X.get(SAMPLE_WEIGHT) if isinstance(X, dict) else None
         if weight is not None:
             loss = loss * to_tensor(weight, device=loss.device)
         return loss.mean()

@@ -1,15 +1,18 @@
-"""Saving fitted estimators: small pickles, ``save``/``load`` directories (safetensors + JSON) and ONNX export.
+"""Saving fitted estimators: small pickles and ``save``/``load`` directories (safetensors + JSON).
 
-A backbone named by a string (packaged, timm, torchvision, Hugging Face or local directory) is rebuilt
-from the registry on load, so only its parameters that training changed (the trainable ones, and the
-buffers) are stored; a fingerprint of the rest makes sure the rebuilt backbone is the one trained on.
-A user ``nn.Module`` backbone cannot be rebuilt from a name, so all of its weights are stored.
+One policy for every estimator, embedders included. A backbone named by a string (packaged, timm,
+torchvision, Hugging Face or local directory) is rebuilt from the registry on load, so only its
+parameters that training changed (the trainable ones, and the buffers) are stored, with the head; a
+fingerprint of the rest makes sure the rebuilt backbone is the one trained on. A user ``nn.Module``
+backbone cannot be rebuilt from a name, so all of its weights are stored.
+
+:func:`load` reads data, never code: ``config.json`` may only name one of sktransfer's own estimator
+classes, and is checked whole (JSON, keys, class, parameter names) before anything is built from it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import warnings
@@ -19,18 +22,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from skorch.history import History
 from torch import nn
 
-from ._adapters import restore_adapter
-from ._adapters import restore_adapter
 from ._device import resolve_device, resolve_num_workers, resolve_precision
-from ._heads import Head, TransferModule
 
 _CONFIG = "config.json"
 _WEIGHTS = "model.safetensors"
 _VERSIONED = ("sktransfer", "torch", "timm", "transformers", "skorch", "scikit-learn", "safetensors")
-_NOT_SAVED = {"net_", "history_", "tokenizer_", "device_", "precision_", "num_workers_"}
+_NOT_SAVED = {"net_", "encoder_", "history_", "tokenizer_", "device_", "precision_", "num_workers_"}
 
 
 def _versions() -> dict[str, str | None]:
@@ -85,28 +84,13 @@ def _json_able(value: Any) -> bool:
     return True
 
 
-class _ExportModel(nn.Module):
-    """The fitted model as one graph: raw inputs to probabilities (classifiers) or predictions (regressors)."""
-
-    def __init__(self, module: TransferModule, output: str, mean=None, scale=None):
-        super().__init__()
-        self.module, self.output = module, output
-        self.register_buffer("mean", torch.as_tensor(0.0 if mean is None else mean, dtype=torch.float32))
-        self.register_buffer("scale", torch.as_tensor(1.0 if scale is None else scale, dtype=torch.float32))
-
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        encoder = self.module.encoder
-        features = encoder(*inputs)
-        out = self.module.head(features)
-        if self.output == "softmax":
-            return torch.softmax(out, dim=1)
-        if self.output == "sigmoid":
-            return torch.sigmoid(out)
-        return out * self.scale + self.mean
-
-
 class PersistenceMixin:
-    """Pickling, ``save``, ``export_onnx`` for :class:`~sktransfer._training.TrainableEstimator`."""
+    """Pickling, ``save`` and :func:`load` for every sktransfer estimator.
+
+    Hooks of the estimator: ``_fitted_encoder()``, ``_without_encoder(state)`` (the pickled state
+    minus the encoder), ``_attach_encoder(encoder)``, ``_head_state()`` and ``_restore(encoder, head,
+    history)``; ``_prepare_rebuilt_encoder(encoder)`` re-adds what training added (adapters).
+    """
 
     # ------------------------------------------------------ encoder state
     def _rebuildable(self) -> bool:
@@ -124,10 +108,9 @@ class PersistenceMixin:
             torch.manual_seed(self.backbone_seed_)
             backbone = self._resolve_backbone()
         encoder = backbone.encoder
-        restore_adapter(self, encoder)
+        self._prepare_rebuilt_encoder(encoder)
         if backbone.tokenizer is not None:
             self.tokenizer_ = backbone.tokenizer
-        restore_adapter(self, encoder)
         state = encoder.state_dict()
         frozen = set(state) - set(stored)
         if fingerprint is not None and _fingerprint({k: state[k] for k in frozen}) != fingerprint:
@@ -140,19 +123,16 @@ class PersistenceMixin:
             param.requires_grad_(name not in frozen)
         return encoder.to(self.device_).eval()
 
+    def _prepare_rebuilt_encoder(self, encoder: nn.Module) -> None:
+        """Give a rebuilt pretrained ``encoder`` the structure training added to it (nothing by default)."""
+
     # ------------------------------------------------------------ pickle
     def __getstate__(self) -> dict:
         state = dict(super().__getstate__())  # a copy: object.__getstate__ may return __dict__ itself
-        net = state.get("net_")
-        if net is None or not self._rebuildable():
+        if not (self._rebuildable() and self.__sklearn_is_fitted__()):
             return state
-        # A shallow copy of the net whose module has no encoder; the optimizer is left out (a later fit makes one).
-        stub = TransferModule(nn.Identity(), net.module_.head)
-        light = object.__new__(type(net))
-        light.__dict__.update({k: v for k, v in net.__dict__.items() if k != "optimizer_"}, module=stub, module_=stub)
-        state["net_"] = light
-        state["_encoder_state"] = self._encoder_parts(net.module_.encoder)
-        return state
+        state["_encoder_state"] = self._encoder_parts(self._fitted_encoder())
+        return self._without_encoder(state)
 
     def __setstate__(self, state: dict) -> None:
         encoder_state = state.pop("_encoder_state", None)
@@ -160,16 +140,16 @@ class PersistenceMixin:
         if str(getattr(self, "device_", "cpu")).startswith("cuda") and not torch.cuda.is_available():
             self.device_, self.num_workers_ = "cpu", 0
             self.precision_ = "fp32" if self.precision_ == "fp16" else self.precision_
-            self.net_.precision = self.precision_
         if encoder_state is not None:
-            self.net_.module_.encoder = self._rebuild_encoder(*encoder_state)
+            self._attach_encoder(self._rebuild_encoder(*encoder_state))
 
     # --------------------------------------------------------- save/load
     def save(self, path: str | os.PathLike) -> Path:
         """Save the fitted estimator to a directory: ``model.safetensors`` weights and ``config.json``.
 
-        Only the backbone parameters that training changed are written when the backbone is named by a
-        string (it is rebuilt from its name on load); a user ``nn.Module`` backbone is written in full.
+        Only the backbone parameters that training changed (and the head) are written when the
+        backbone is named by a string (it is rebuilt from its name on load); a user ``nn.Module``
+        backbone is written in full. Read the directory back with :func:`sktransfer.load`.
 
         Parameters
         ----------
@@ -179,7 +159,7 @@ class PersistenceMixin:
         Returns
         -------
         path : Path
-            The directory; read it back with :func:`sktransfer.load`.
+            The directory.
         """
         from safetensors.torch import save_file
         from sklearn.utils.validation import check_is_fitted
@@ -187,93 +167,83 @@ class PersistenceMixin:
         check_is_fitted(self)
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        module = self.net_.module_
-        stored, fingerprint = self._encoder_parts(module.encoder)
+        stored, fingerprint = self._encoder_parts(self._fitted_encoder())
         tensors = {f"encoder.{k}": v for k, v in stored.items()}
-        tensors.update({f"head.{k}": v.detach().to("cpu", copy=True).contiguous() for k, v in module.head.state_dict().items()})
+        tensors.update({f"head.{k}": v.detach().to("cpu", copy=True).contiguous() for k, v in self._head_state().items()})
         save_file(tensors, str(path / _WEIGHTS))
         params = self.get_params(deep=False)
-        fitted = {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("_") and k not in _NOT_SAVED}
+        fitted = {k: v for k, v in vars(self).items() if _is_fitted_name(k) and k not in _NOT_SAVED}
+        history = list(getattr(self, "history_", []))
         config = {
-            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "class": type(self).__name__,
             "params": {k: _to_json(v) for k, v in params.items() if _json_able(v)},
             "params_not_saved": sorted(k for k, v in params.items() if not _json_able(v)),
             "fitted": {k: _to_json(v) for k, v in fitted.items()},
-            "history": _to_json(list(self.history_)) if _json_able(list(self.history_)) else [],
+            "history": _to_json(history) if _json_able(history) else [],
             "encoder_fingerprint": fingerprint,
             "versions": _versions(),
         }
         (path / _CONFIG).write_text(json.dumps(config, indent=1))
         return path
 
-    def _restore(self, tensors: dict[str, torch.Tensor], fingerprint: str | None, history: list) -> None:
+    def _load_weights(self, tensors: dict[str, torch.Tensor], fingerprint: str | None, history: list) -> None:
         self.device_ = resolve_device(self.device)
         self.precision_ = resolve_precision(self.precision, self.device_)
         self.num_workers_ = resolve_num_workers(self.num_workers, self.device_)
         encoder = self._rebuild_encoder({k[8:]: v for k, v in tensors.items() if k.startswith("encoder.")}, fingerprint)
-        head = Head(self.n_features_out_, self.n_outputs_, tuple(self.head_hidden), self.dropout)
-        head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
-        module = TransferModule(encoder, head).to(self.device_).eval()
-        net = self._make_net(module, self.blocks_, 1, None)
-        net.initialize()
-        net.history = History(history)
-        self.net_, self.history_ = net, net.history
+        self._restore(encoder, {k[5:]: v for k, v in tensors.items() if k.startswith("head.")}, history)
 
-    # -------------------------------------------------------------- ONNX
-    def export_onnx(self, path: str | os.PathLike) -> Path:
-        """Export the fitted model (inputs to probabilities, or to predictions for a regressor) to ONNX.
 
-        Images: one input ``pixel_values`` of shape (N, 3, H, W), preprocessed as the backbone's
-        ``data_config_`` says. Texts: inputs ``input_ids`` and ``attention_mask``; the tokenizer is saved
-        beside the ONNX file (``save_pretrained``), so the same tokenisation can be reproduced.
+def _is_fitted_name(name: str) -> bool:
+    return name.isidentifier() and name.endswith("_") and not name.startswith("_")
 
-        Parameters
-        ----------
-        path : str or path-like
-            The ``.onnx`` file to write.
 
-        Returns
-        -------
-        path : Path
-        """
-        import copy
+_CONFIG_KEYS = {
+    "class": str, "params": dict, "params_not_saved": list, "fitted": dict, "history": list, "versions": dict,
+}
 
-        from sklearn.utils.validation import check_is_fitted
 
-        try:
-            importlib.import_module("onnx")
-        except ImportError as err:
-            raise ImportError("export_onnx needs the onnx package: pip install sktransfer[onnx]") from err
-        check_is_fitted(self)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if hasattr(self, "classes_"):
-            output, mean, scale = ("sigmoid" if self.multilabel_ else "softmax"), None, None
-        else:
-            output, mean, scale = "identity", self.y_mean_, self.y_scale_
-        model = _ExportModel(copy.deepcopy(self.net_.module_).cpu().float(), output, mean, scale).eval()
-        if self._is_text:
-            names = ["input_ids", "attention_mask"]
-            example = dict(self.tokenizer_(["a b", "c"], padding=True, return_tensors="pt"))
-            inputs = tuple(example[n] for n in names)
-            axes = {n: {0: "batch", 1: "sequence"} for n in names}
-            self.tokenizer_.save_pretrained(path.parent)
-        else:
-            names = ["pixel_values"]
-            inputs = (torch.zeros(2, *self.data_config_["input_size"]),)
-            axes = {"pixel_values": {0: "batch"}}
-        output_name = "predictions" if output == "identity" else "probabilities"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model, inputs, str(path), input_names=names, output_names=[output_name],
-                dynamic_axes={**axes, output_name: {0: "batch"}}, opset_version=17, dynamo=False,
-            )
-        return path
+def _read_config(path: Path) -> dict:
+    """``config.json`` parsed and checked for shape; a ValueError naming the file and the problem otherwise."""
+    file = path / _CONFIG
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{str(file)!r} is not valid JSON ({err}); it was not written by save().") from err
+    if not isinstance(config, dict):
+        raise ValueError(f"{str(file)!r} must hold a JSON object, got {type(config).__name__}.")
+    for key, kind in {**_CONFIG_KEYS, "encoder_fingerprint": (str, type(None))}.items():
+        if key not in config:
+            raise ValueError(f"{str(file)!r} has no {key!r} entry; it was not written by save() or was edited.")
+        if not isinstance(config[key], kind):
+            raise ValueError(f"{str(file)!r}: the {key!r} entry has the wrong type ({type(config[key]).__name__}).")
+    bad = [k for k in config["fitted"] if not _is_fitted_name(k) or k in _NOT_SAVED]
+    if bad or not all(isinstance(k, str) for k in config["params_not_saved"]):
+        raise ValueError(f"{str(file)!r}: unexpected fitted attribute names {bad[:5]}; the file was edited.")
+    return config
+
+
+def _estimator_class(name: str, file: Path) -> type:
+    """One of sktransfer's own estimator classes, by name; nothing is imported for a name it does not know."""
+    from . import _image, _text
+
+    known = {cls.__name__: cls for module in (_image, _text) for cls in vars(module).values()
+             if isinstance(cls, type) and issubclass(cls, PersistenceMixin) and not cls.__name__.startswith("_")}
+    module, _, class_name = name.rpartition(".")
+    if class_name not in known or (module and not module.startswith("sktransfer.")):
+        raise ValueError(
+            f"{str(file)!r} names the class {name!r}, which is not an sktransfer estimator; load() only builds "
+            f"{sorted(known)}."
+        )
+    return known[class_name]
 
 
 def load(path: str | os.PathLike, **params: Any):
     """Load an estimator written by ``save``; warns when library versions differ from the saving ones.
+
+    Only sktransfer's own estimators are ever built: the folder's ``config.json`` is checked before
+    anything is imported or constructed from it, and a malformed file, an unknown class, unknown
+    parameters or weights that do not fit the model raise a ``ValueError`` that names the file.
 
     Parameters
     ----------
@@ -288,12 +258,19 @@ def load(path: str | os.PathLike, **params: Any):
     estimator
         The fitted estimator, ready to predict.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
     if not (path / _CONFIG).is_file() or not (path / _WEIGHTS).is_file():
         raise ValueError(f"{str(path)!r} is not a directory written by save(): {_CONFIG} or {_WEIGHTS} is missing.")
-    config = json.loads((path / _CONFIG).read_text())
+    config = _read_config(path)
+    file = path / _CONFIG
+    cls = _estimator_class(config["class"], file)
+    names = set(cls._get_param_names())
+    unknown = sorted((set(config["params"]) | set(config["params_not_saved"]) | set(params)) - names)
+    if unknown:
+        raise ValueError(f"{str(file)!r}: {cls.__name__} has no parameters {unknown}.")
     missing = [k for k in config["params_not_saved"] if k not in params]
     if missing:
         raise ValueError(f"These parameters could not be saved as JSON; pass them to load(): {missing}.")
@@ -301,9 +278,12 @@ def load(path: str | os.PathLike, **params: Any):
     if changed:
         detail = ", ".join(f"{k} {v} -> {now}" for k, (v, now) in changed.items())
         warnings.warn(f"Loading a model saved with other library versions ({detail}).", UserWarning, stacklevel=2)
-    module_name, _, class_name = config["class"].rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
     estimator = cls(**{**{k: _from_json(v) for k, v in config["params"].items()}, **params})
-    estimator.__dict__.update({k: _from_json(v) for k, v in config["fitted"].items()})
-    estimator._restore(load_file(str(path / _WEIGHTS)), config["encoder_fingerprint"], _from_json(config["history"]))
+    try:
+        estimator._validate()
+        tensors = load_file(str(path / _WEIGHTS))
+        estimator.__dict__.update({k: _from_json(v) for k, v in config["fitted"].items()})
+        estimator._load_weights(tensors, config["encoder_fingerprint"], _from_json(config["history"]))
+    except (SafetensorError, KeyError, AttributeError, TypeError, RuntimeError, ValueError) as err:
+        raise ValueError(f"Cannot load the model in {str(path)!r}: {type(err).__name__}: {err}") from err
     return estimator

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Real
 
 import numpy as np
 import torch
@@ -10,10 +11,12 @@ from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
 
 from ._net import TransferNet, TransferNetClassifier, TransferNetRegressor
 from ._training import TrainableEstimator
+from ._validation import Interval, StrOptions, fraction
 
 
 def _check_length(y, n: int) -> np.ndarray:
@@ -37,7 +40,7 @@ def _missing(y: np.ndarray) -> np.ndarray:
     return np.zeros(len(y), dtype=bool)
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(repr=False, eq=False, kw_only=True)
 class ClassifierTask(ClassifierMixin, TrainableEstimator):
     """Single-label (binary or multiclass) or multi-label classification.
 
@@ -49,12 +52,30 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
     class_weight: dict | str | None = None
     threshold: float = 0.5
 
+    _parameter_constraints = {
+        "label_smoothing": [fraction],
+        "class_weight": [StrOptions({"balanced"}), dict, None],
+        "threshold": [Interval(Real, 0, 1, closed="neither")],
+    }
+
     def _prepare_targets(self, y, n: int, classes=None) -> np.ndarray:
         y = _check_length(y, n)
         if _missing(y).any():
             bad = np.flatnonzero(_missing(y))[:5].tolist()
             raise ValueError(f"y has missing labels (None or NaN) at positions {bad}; drop or fill those rows.")
-        self.multilabel_ = type_of_target(y) == "multilabel-indicator"
+        try:
+            kind = type_of_target(y, input_name="y")
+        except TypeError as err:
+            raise TypeError(f"y mixes label types that cannot be compared ({err}); use one type, e.g. str.") from err
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if kind.startswith("continuous"):
+            raise ValueError(
+                f"Unknown label type: {kind}. A classifier needs discrete labels, but y holds continuous "
+                f"numbers (e.g. {y.ravel()[:3].tolist()}): use a regressor (PretrainedImageRegressor or "
+                "PretrainedTextRegressor), or bin the values into classes first."
+            )
+        self.multilabel_ = kind == "multilabel-indicator"
         if self.multilabel_:
             self.classes_ = np.arange(y.shape[1])
             self.n_outputs_ = y.shape[1]
@@ -130,6 +151,9 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
             return nn.BCEWithLogitsLoss(reduction="none")
         return nn.CrossEntropyLoss(reduction="none", label_smoothing=self.label_smoothing)
 
+    def _export_output(self) -> tuple[str, np.ndarray | None, np.ndarray | None]:
+        return ("sigmoid" if self.multilabel_ else "softmax"), None, None
+
     def _net_kwargs(self) -> dict:
         if self.multilabel_:
             # skorch's default for BCE is a binary (n, 2) output; multi-label needs one sigmoid per label.
@@ -167,8 +191,9 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
 
     def score(self, X, y, sample_weight=None) -> float:
         """Accuracy (subset accuracy for multi-label), with a clear error for labels unseen in fit."""
-        if not getattr(self, "multilabel_", False) and hasattr(self, "classes_"):
-            unseen = set(np.asarray(y, dtype=object).tolist()) - set(self.classes_.tolist())
+        check_is_fitted(self)
+        if not self.multilabel_:
+            unseen = set(np.asarray(y, dtype=object).ravel().tolist()) - set(self.classes_.tolist())
             if unseen:
                 raise ValueError(
                     f"y has labels not seen during fit: {sorted(unseen, key=str)[:5]}; "
@@ -177,7 +202,7 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
         return super().score(X, y, sample_weight=sample_weight)
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(repr=False, eq=False, kw_only=True)
 class RegressorTask(RegressorMixin, TrainableEstimator):
     """Regression on one or several continuous targets, standardised inside and restored on output."""
 
@@ -206,6 +231,9 @@ class RegressorTask(RegressorMixin, TrainableEstimator):
 
     def _net_kwargs(self) -> dict:
         return {}
+
+    def _export_output(self) -> tuple[str, np.ndarray | None, np.ndarray | None]:
+        return "identity", self.y_mean_, self.y_scale_
 
     def predict(self, X) -> np.ndarray:
         """Predicted targets, on the scale of the ``y`` given to fit.

@@ -8,9 +8,11 @@ from typing import Any
 import numpy as np
 
 from ._backbones import resolve_text_backbone
+from ._cache import text_fingerprint
 from ._docs import BACKBONE_PARAMS, CLASSIFIER_PARAMS, COMMON_ATTRIBUTES, TRAINING_PARAMS, compose
 from ._embedding import BackboneEstimator, EmbedderBase
 from ._tasks import ClassifierTask, RegressorTask
+from ._validation import StrOptions, positive_int
 from ._text_data import TextCollator, TextDataset, check_texts
 
 TEXT_PARAMS = """\
@@ -29,13 +31,18 @@ pooling : {"mean", "cls"}, default="mean"
 TEXT_INPUT = "\nTexts may be a list, array or pandas Series of non-empty str."
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(repr=False, eq=False, kw_only=True)
 class _TextInput(BackboneEstimator):
     backbone: Any = "all-MiniLM-L6-v2"
     max_length: int = 128
     pooling: str = "mean"
 
-    _is_text = True
+    _parameter_constraints = {
+        "max_length": [positive_int],
+        "pooling": [StrOptions({"mean", "cls"})],
+    }
+
+    _item_fingerprint = staticmethod(text_fingerprint)
 
     def _check_inputs(self, X) -> list:
         return check_texts(X)
@@ -55,6 +62,12 @@ class _TextInput(BackboneEstimator):
     def _inference_order(self, items: list) -> np.ndarray:
         return np.argsort([len(text) for text in items], kind="stable")
 
+    def _export_inputs(self, folder) -> tuple[list[str], tuple, dict]:
+        names = ["input_ids", "attention_mask"]
+        example = dict(self.tokenizer_(["a b", "c"], padding=True, return_tensors="pt"))
+        self.tokenizer_.save_pretrained(folder)
+        return names, tuple(example[n] for n in names), {n: {0: "batch", 1: "sequence"} for n in names}
+
     def _train_sampler(self, items: list):
         # Shuffled batches of similar-length texts, so little of each batch is padding.
         from transformers.trainer_pt_utils import LengthGroupedSampler
@@ -68,17 +81,17 @@ class _TextInput(BackboneEstimator):
         return tags
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(repr=False, eq=False, kw_only=True)
 class PretrainedTextClassifier(_TextInput, ClassifierTask):
     pass
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(repr=False, eq=False, kw_only=True)
 class PretrainedTextRegressor(_TextInput, RegressorTask):
     pass
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(repr=False, eq=False, kw_only=True)
 class PretrainedTextEmbedder(_TextInput, EmbedderBase):
     pass
 

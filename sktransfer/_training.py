@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import copy
 import math
-import uuid
 from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -14,11 +14,11 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from skorch.callbacks import EarlyStopping, LRScheduler, ProgressBar
-from skorch.dataset import Dataset as SkorchDataset
 from skorch.helper import predefined_split
+from skorch.history import History
 from torch.utils.data import default_collate
 
-from ._adapters import attach_adapter
+from ._adapters import AdapterOptions, attach_adapter, restore_adapter
 from ._cache import feature_cache
 from ._callbacks import GradualUnfreezing, LRLogger
 from ._device import cuda_indices, resolve_device
@@ -26,15 +26,17 @@ from ._embedding import BackboneEstimator
 from ._freezing import apply_freeze, frozen_names, n_frozen_blocks, validate_freeze_layers
 from ._heads import Head, TransferModule
 from ._optim import ScheduleFactor
-from ._persistence import PersistenceMixin
+from ._export import ExportMixin
+from ._plan import FitPlan, Stage, Trainable, precomputed_dataset
 from ._plotting import plot_history
 from ._prefix import PrefixSplit, split_frozen_prefix
+from ._validation import Interval, StrOptions, fraction, positive_int, positive_real
 
 _STANDARDIZATION_SAMPLE = 64  # embedded (and cached) before fine-tuning to fit the head standardisation
 
 
-@dataclass(repr=False, eq=False)
-class TrainableEstimator(PersistenceMixin, BackboneEstimator):
+@dataclass(repr=False, eq=False, kw_only=True)
+class TrainableEstimator(ExportMixin, BackboneEstimator):
     """Base of the estimators that train a head (and optionally the backbone) with skorch.
 
     Task subclasses provide ``_net_class``, ``_prepare_targets``, ``_criterion``, ``_net_kwargs``,
@@ -68,6 +70,49 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
     lora_dropout: float = 0.0
     lora_target_modules: Any = None
     compile: bool = False
+
+    _parameter_constraints = {
+        "freeze_layers": [StrOptions({"all", "none"}), Integral, list, tuple],
+        "lr": [positive_real],
+        "max_epochs": [positive_int],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "dropout": [fraction],
+        "head_hidden": [tuple, list],
+        "optimizer": [StrOptions({"adamw", "adam", "sgd"})],
+        "lr_schedule": [StrOptions({"constant", "cosine", "linear", "onecycle"})],
+        "warmup": [fraction],
+        "layer_decay": [Interval(Real, 0, 1, closed="right"), None],
+        "head_lr": [positive_real, None],
+        "unfreeze_every": [positive_int, None],
+        "freeze_bn_stats": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "patience": [positive_int],
+        "monitor": [StrOptions({"valid_loss", "valid_acc"})],
+        "refit_full": ["boolean"],
+        "grad_accum_steps": [positive_int],
+        "warm_start": ["boolean"],
+        "random_state": ["random_state"],
+        "adapter": [StrOptions({"lora"}), None],
+        "lora_r": [positive_int],
+        "lora_alpha": [positive_real],
+        "lora_dropout": [fraction],
+        "lora_target_modules": [list, tuple, str, None],
+        "compile": ["boolean"],
+    }
+
+    def _validate(self) -> None:
+        validate_freeze_layers(self.freeze_layers, None)
+        super()._validate()
+        if any(not isinstance(w, Integral) or isinstance(w, bool) or w < 1 for w in self.head_hidden):
+            raise ValueError(
+                f"head_hidden must be a tuple of positive ints (hidden layer sizes), got {self.head_hidden!r}."
+            )
+        if self.adapter is not None and self.unfreeze_every is not None:
+            raise ValueError(
+                "adapter='lora' and unfreeze_every cannot be combined: an adapter never trains the backbone's "
+                "own weights. Set unfreeze_every=None, or adapter=None for gradual unfreezing."
+            )
 
     def _augment(self):
         return None
@@ -114,27 +159,13 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
         device = self.device_ if warm else resolve_device(self.device)
         with torch.random.fork_rng(devices=cuda_indices(device)):
             torch.manual_seed(seed)
-            module, blocks = self._reuse_module() if warm else self._build_module()
-            if not warm:
-                self.backbone_seed_ = seed
-            blocks = self._freeze(module, blocks)
-            train_idx, valid_idx = self._split(y_encoded, seed, validate)
-            prefix = self._prefix_split(module.encoder, items)
-            precomputed = self.features_cached_ or prefix is not None
-            features = self._embed(items, module.encoder, prefix=prefix) if precomputed else None
-            if not warm:
-                self._fit_standardization(module, items, None if prefix else features, train_idx)
-            key = "features" if prefix is None else "frozen_prefix"
-            train_data = self._training_data(items, features, key, y_encoded, weights, train_idx, train=True)
-            valid_data = None if valid_idx is None else self._training_data(
-                items, features, key, y_encoded, weights, valid_idx)
-            sampler = None if precomputed else self._train_sampler([items[i] for i in train_idx])
-            net = self._make_net(module, blocks, len(train_idx), valid_data, epochs, sampler)
-            module.use_suffix(None if prefix is None else prefix.suffix)
+            plan = self._plan_fit(items, y_encoded, weights, warm=warm, seed=seed, epochs=epochs, validate=validate)
+            net = self._make_net(plan)
+            plan.module.use_suffix(plan.suffix)
             try:
-                net.fit(train_data, y_encoded[train_idx])
+                net.fit(plan.train_data, plan.train_data.y)
             finally:
-                module.use_suffix(None)
+                plan.module.use_suffix(None)
                 net.iterator_train__sampler = None  # its per-item lengths are not part of the model
         # Left in eval mode, so that predictions (from any thread) never toggle train/eval.
         net.module_.eval()
@@ -142,17 +173,56 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
         self.history_ = net.history
         self.n_epochs_ = len(net.history)
         self.best_epoch_ = self._best_epoch()
-        if not self.features_cached_:
-            self.backbone_identity_ += f":tuned:{uuid.uuid4().hex}"
         return self
 
-    def _build_module(self):
+    def _plan_fit(self, items: list, y: np.ndarray, weights: np.ndarray | None, *, warm: bool, seed: int,
+                  epochs: int | None, validate: bool) -> FitPlan:
+        """Decide, in order, everything this fit trains with; record the fitted attributes it defines."""
+        if warm:
+            module, blocks = self._reuse_module()
+        else:
+            module, blocks = self._build_module()
+            self.backbone_seed_ = seed
+            self.backbone_tuned_ = False
+        trainable = self._trainable(module.encoder, blocks)
+        self.blocks_ = trainable.blocks
+        self.n_trainable_backbone_params_ = trainable.n_params
+        if trainable.lora_targets is not None:
+            self.lora_target_modules_ = trainable.lora_targets
+        stage, prefix = self._stage(module.encoder, trainable, items)
+        self.features_cached_ = stage is Stage.EMBEDDINGS
+        self.prefix_cached_ = stage is Stage.FROZEN_PREFIX
+        self.backbone_tuned_ = self.backbone_tuned_ or not trainable.backbone_frozen
+        train_idx, valid_idx = self._split(y, seed, validate)
+        values = self._embed(items, module.encoder, prefix=prefix) if stage.precomputed else None
+        if not warm:
+            self._fit_standardization(module, items, values if stage is Stage.EMBEDDINGS else None, train_idx,
+                                      trainable)
+        epochs = epochs or self.max_epochs
+        train_data = self._dataset(stage, items, values, y, weights, train_idx, train=True)
+        valid_data = None if valid_idx is None else self._dataset(stage, items, values, y, weights, valid_idx)
+        raw = stage is Stage.RAW
+        return FitPlan(
+            module=module,
+            blocks=trainable.blocks,
+            stage=stage,
+            prefix=prefix,
+            epochs=epochs,
+            n_train=len(train_idx),
+            train_data=train_data,
+            valid_data=valid_data,
+            sampler=self._train_sampler([items[i] for i in train_idx]) if raw else None,
+            collate=self._collate_fn() if raw else None,
+            num_workers=self.num_workers_ if raw else 0,
+            callbacks=self._callbacks(trainable.blocks, len(train_idx), epochs, valid_data is not None),
+        )
+
+    def _build_module(self) -> tuple[TransferModule, list[list[str]]]:
         backbone = self._setup_backbone()
         head = Head(backbone.num_features, self.n_outputs_, tuple(self.head_hidden), self.dropout)
-        self.blocks_ = backbone.blocks
         return TransferModule(backbone.encoder, head, self.freeze_bn_stats).to(self.device_), backbone.blocks
 
-    def _reuse_module(self):
+    def _reuse_module(self) -> tuple[TransferModule, list[list[str]]]:
         module = self.net_.module_
         if module.head.layers[-1].out_features != self.n_outputs_:
             raise ValueError(
@@ -161,34 +231,37 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
             )
         return module, self.blocks_
 
-    def _freeze(self, module: TransferModule, blocks: list[list[str]]) -> list[list[str]]:
-        """Set what trains; return the blocks (renamed when an adapter was added)."""
+    def _trainable(self, encoder: torch.nn.Module, blocks: list[list[str]]) -> Trainable:
+        """Freeze what ``freeze_layers`` says (or add the adapter, which alone trains)."""
         validate_freeze_layers(self.freeze_layers, len(blocks))
         if self.adapter is not None:
-            self.blocks_ = blocks = attach_adapter(self, module.encoder, blocks)
-            self.features_cached_ = False
-            return blocks
-        names = [name for name, _ in module.encoder.named_parameters()]
+            return attach_adapter(encoder, blocks, self._adapter_options())
+        names = [name for name, _ in encoder.named_parameters()]
         frozen = frozen_names(blocks, self.freeze_layers, names)
-        self.n_trainable_backbone_params_ = apply_freeze(module.encoder, frozen)
-        self.features_cached_ = bool(
-            self.cache and len(frozen) == len(names) and self.unfreeze_every is None
-            and self._augment() is None and ":tuned:" not in self.backbone_identity_
-        )
-        return blocks
+        return Trainable(blocks, apply_freeze(encoder, frozen))
+
+    def _adapter_options(self) -> AdapterOptions:
+        return AdapterOptions(self.freeze_layers, self.lora_r, self.lora_alpha, self.lora_dropout,
+                              self.lora_target_modules)
+
+    def _stage(self, encoder: torch.nn.Module, trainable: Trainable, items: list) -> tuple[Stage, PrefixSplit | None]:
+        """What can be computed once: the frozen backbone's embeddings, a frozen prefix's outputs, or nothing."""
+        static = (self.cache and not self.backbone_tuned_ and self.adapter is None and self.unfreeze_every is None
+                  and self._augment() is None)
+        if not static:
+            return Stage.RAW, None
+        if trainable.backbone_frozen:
+            return Stage.EMBEDDINGS, None
+        prefix = self._prefix_split(encoder, items) if self._can_cache_prefix() else None
+        return (Stage.RAW, None) if prefix is None else (Stage.FROZEN_PREFIX, prefix)
 
     def _prefix_split(self, encoder: torch.nn.Module, items: list) -> PrefixSplit | None:
-        """Where the frozen prefix of a partly frozen image backbone can be run once and cached, its split."""
-        self.prefix_cached_ = False
-        if (self.features_cached_ or not self.cache or self._is_text or self.adapter is not None
-                or self.unfreeze_every is not None or self._augment() is not None):
-            return None
+        """Where the frozen prefix of a partly frozen backbone can be run once and cached, its split."""
         dataset = self._make_dataset(items[:2])
         sample, _ = (self._collate_fn() or default_collate)([dataset[i] for i in range(len(dataset))])
         split = split_frozen_prefix(encoder, {k: v.to(self.device_) for k, v in sample.items()})
         if split is None or split.item_nbytes * len(items) > feature_cache.max_bytes:
             return None
-        self.prefix_cached_ = True
         return split
 
     def _split(self, y_encoded: np.ndarray, seed: int, validate: bool):
@@ -209,11 +282,11 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
             raise ValueError(f"sample_weight must be {n} finite non-negative numbers, got shape {weights.shape}.")
         return weights
 
-    def _fit_standardization(self, module, items, features, train_idx) -> None:
+    def _fit_standardization(self, module, items, features, train_idx, trainable: Trainable) -> None:
         # A frozen backbone: every training embedding (cached, or one extra pass with cache=False), so cache
         # on and off train the same head. A trainable one: a seeded sample of pretrained embeddings (cached).
         sample = train_idx
-        if self.n_trainable_backbone_params_:
+        if not trainable.backbone_frozen:
             size = min(len(train_idx), _STANDARDIZATION_SAMPLE)
             sample = np.sort(np.random.default_rng(0).choice(train_idx, size=size, replace=False))
         if features is None:
@@ -223,23 +296,20 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
             features = features[sample]
         module.head.fit_standardization(torch.as_tensor(features, device=self.device_))
 
-    def _training_data(self, items, features, key: str, y, weights, idx, train: bool = False):
+    def _dataset(self, stage: Stage, items, values, y, weights, idx, train: bool = False):
         w = None if weights is None else weights[idx]
-        if features is not None:
-            x = {key: features[idx]}
-            if w is not None:
-                x["sample_weight"] = w
-            return SkorchDataset(x, y[idx])
+        if stage.precomputed:
+            return precomputed_dataset(stage, values[idx], y[idx], w)
         return self._make_dataset([items[i] for i in idx], y[idx], w, augment=self._augment() if train else None)
 
-    def _make_net(self, module, blocks, n_train: int, valid_data, epochs: int | None = None, sampler=None):
+    def _callbacks(self, blocks: list[list[str]], n_train: int, epochs: int, validate: bool) -> list:
         callbacks = [("lr_log", LRLogger())]
-        epochs = epochs or self.max_epochs
-        steps = epochs * math.ceil(n_train / self.batch_size)
         if self.lr_schedule != "constant" or self.warmup:
+            steps = epochs * math.ceil(n_train / self.batch_size)
             schedule = ScheduleFactor(self.lr_schedule, steps, self.warmup)
-            callbacks.append(("lr_schedule", LRScheduler(torch.optim.lr_scheduler.LambdaLR, lr_lambda=schedule, step_every="batch")))
-        if valid_data is not None:
+            callbacks.append(("lr_schedule", LRScheduler(torch.optim.lr_scheduler.LambdaLR, lr_lambda=schedule,
+                                                         step_every="batch")))
+        if validate:
             callbacks.append(("early_stopping", EarlyStopping(
                 monitor=self.monitor, patience=self.patience, lower_is_better=self.monitor.endswith("loss"),
                 load_best=True,
@@ -249,27 +319,27 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
             callbacks.append(("unfreeze", GradualUnfreezing(blocks, n_frozen, self.unfreeze_every)))
         if self.verbose:
             callbacks.append(("progress", ProgressBar()))
-        precomputed = self.features_cached_ or self.prefix_cached_
-        collate = None if precomputed else self._collate_fn()
-        workers = 0 if precomputed else self.num_workers_
-        iterator = {"num_workers": workers, "pin_memory": self.device_.startswith("cuda")}
-        if collate is not None:
-            iterator["collate_fn"] = collate
+        return callbacks
+
+    def _make_net(self, plan: FitPlan):
+        iterator = {"num_workers": plan.num_workers, "pin_memory": self.device_.startswith("cuda")}
+        if plan.collate is not None:
+            iterator["collate_fn"] = plan.collate
         return self._net_class(
-            module=module,
+            module=plan.module,
             criterion=self._criterion(),
             lr=self.lr,
-            max_epochs=epochs,
+            max_epochs=plan.epochs,
             batch_size=self.batch_size,
-            train_split=predefined_split(valid_data) if valid_data is not None else None,
-            callbacks=callbacks,
+            train_split=None if plan.valid_data is None else predefined_split(plan.valid_data),
+            callbacks=plan.callbacks,
             device=self.device_,
             verbose=self.verbose,
-            iterator_train__shuffle=sampler is None,
-            iterator_train__sampler=sampler,
+            iterator_train__shuffle=plan.sampler is None,
+            iterator_train__sampler=plan.sampler,
             **{f"iterator_train__{k}": v for k, v in iterator.items()},
             **{f"iterator_valid__{k}": v for k, v in iterator.items()},
-            blocks=blocks,
+            blocks=plan.blocks,
             optimizer_name=self.optimizer,
             group_options={
                 "weight_decay": self.weight_decay,
@@ -302,12 +372,49 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
         check_is_fitted(self)
         return plot_history(self.history_, self.best_epoch_)
 
-    # ------------------------------------------------------------ predict
+    # -------------------------------------------------------- persistence
     def _fitted_encoder(self) -> torch.nn.Module:
         return self.net_.module_.encoder
 
+    def _head_state(self) -> dict[str, torch.Tensor]:
+        return self.net_.module_.head.state_dict()
+
+    def _without_encoder(self, state: dict) -> dict:
+        # A shallow copy of the net whose module has no encoder; the optimizer is left out (a later fit makes one).
+        net = state["net_"]
+        stub = TransferModule(torch.nn.Identity(), net.module_.head)
+        light = object.__new__(type(net))
+        light.__dict__.update({k: v for k, v in net.__dict__.items() if k != "optimizer_"}, module=stub, module_=stub)
+        return {**state, "net_": light}
+
+    def _attach_encoder(self, encoder: torch.nn.Module) -> None:
+        self.net_.module_.encoder = encoder
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "net_" in self.__dict__:
+            self.net_.precision = self.precision_  # after a CUDA model fell back to the CPU
+
+    def _prepare_rebuilt_encoder(self, encoder: torch.nn.Module) -> None:
+        restore_adapter(encoder, getattr(self, "lora_target_modules_", None), self._adapter_options())
+
+    def _restore(self, encoder: torch.nn.Module, head_state: dict[str, torch.Tensor], history: list) -> None:
+        head = Head(self.n_features_out_, self.n_outputs_, tuple(self.head_hidden), self.dropout)
+        head.load_state_dict(head_state)
+        module = TransferModule(encoder, head).to(self.device_).eval()
+        # Predictions run on embeddings when the head trained on them, on raw inputs otherwise.
+        stage = Stage.EMBEDDINGS if self.features_cached_ else Stage.RAW
+        net = self._make_net(FitPlan(module=module, blocks=self.blocks_, stage=stage,
+                                     collate=None if stage.precomputed else self._collate_fn(),
+                                     num_workers=0 if stage.precomputed else self.num_workers_))
+        net.initialize()
+        net.history = History(history)
+        self.net_, self.history_ = net, net.history
+
+    # ------------------------------------------------------------ predict
+
     def _frozen_for_cache(self) -> bool:
-        return self.features_cached_
+        return not self.backbone_tuned_
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "net_")
@@ -318,7 +425,7 @@ class TrainableEstimator(PersistenceMixin, BackboneEstimator):
         items = self._check_inputs(X)
         if self.features_cached_:
             features = self._embed(items, self._fitted_encoder())
-            return self.net_.predict_proba({"features": features})
+            return self.net_.predict_proba({Stage.EMBEDDINGS.value: features})
         order = self._inference_order(items)
         outputs = self.net_.predict_proba(self._make_dataset([items[i] for i in order]))
         result = np.empty_like(outputs)

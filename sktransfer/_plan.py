@@ -1,0 +1,89 @@
+"""The fit plan: what one ``fit`` decided, in the order it decided it.
+
+:meth:`~sktransfer._training.TrainableEstimator._plan_fit` builds a :class:`FitPlan` in one ordered
+place, as skorch's ``NeuralNet.initialize()`` builds its objects: the module and its blocks, what
+trains, what is precomputed (the :class:`Stage`), the train/validation split, the datasets, the
+sampler, the collate function and the callbacks. Building the skorch net, predicting and saving
+read the plan (or the fitted attributes recorded from it); none of them decides again.
+
+A :class:`Stage` names what the net's inputs are, and is the key under which precomputed inputs
+travel in a batch dict; :data:`SAMPLE_WEIGHT` is the key of per-sample loss weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from torch import nn
+    from torch.utils.data import Dataset, Sampler
+
+    from ._heads import TransferModule
+    from ._prefix import PrefixSplit
+
+SAMPLE_WEIGHT = "sample_weight"
+
+
+class Stage(str, Enum):
+    """What the trained module takes as input during a fit."""
+
+    RAW = "raw"
+    """Raw inputs (pixels, token ids): the backbone runs every step."""
+    EMBEDDINGS = "features"
+    """Pooled embeddings of the frozen backbone, computed once (and cached): only the head runs."""
+    FROZEN_PREFIX = "frozen_prefix"
+    """Outputs of the frozen lower blocks, computed once (and cached): the top blocks and the head run."""
+
+    @property
+    def precomputed(self) -> bool:
+        return self is not Stage.RAW
+
+
+@dataclass
+class Trainable:
+    """What trains in the backbone, as the freezing (or adapter) step decided it."""
+
+    blocks: list[list[str]]
+    n_params: int
+    lora_targets: list[str] | None = None
+
+    @property
+    def backbone_frozen(self) -> bool:
+        return self.n_params == 0
+
+
+@dataclass
+class FitPlan:
+    """Everything a fit trains with. Only ``module`` and ``blocks`` are needed to predict."""
+
+    module: TransferModule
+    blocks: list[list[str]]
+    stage: Stage = Stage.RAW
+    prefix: PrefixSplit | None = None
+    epochs: int = 1
+    n_train: int = 1
+    train_data: Dataset | None = None
+    valid_data: Dataset | None = None
+    sampler: Sampler | None = None
+    collate: Any = None
+    num_workers: int = 0
+    callbacks: list[tuple[str, Any]] = field(default_factory=list)
+
+    @property
+    def suffix(self) -> nn.Module | None:
+        """The trainable top of the encoder that frozen-prefix inputs run through."""
+        return None if self.prefix is None else self.prefix.suffix
+
+
+def precomputed_dataset(stage: Stage, values: np.ndarray, y: np.ndarray, weights: np.ndarray | None):
+    """A skorch dataset of precomputed inputs, under the key the module reads for ``stage``."""
+    from skorch.dataset import Dataset as SkorchDataset
+
+    x = {stage.value: values}
+    if weights is not None:
+        x[SAMPLE_WEIGHT] = weights
+    return SkorchDataset(x, y)
