@@ -1,5 +1,8 @@
 """Run the benchmarks: ``python -m benchmarks --quick`` (minutes on a laptop CPU) or ``--full``.
 
+Full runs write to ``benchmarks/results/`` (committed, linked from the README); quick runs to the
+ignored ``benchmarks/results-quick/`` unless ``--out`` says otherwise.
+
 Each benchmark is a module ``benchmarks/<name>.py`` with ``run(quick, out_dir) -> Path``. A module that
 does not exist yet, or whose data is absent (it raises ``FileNotFoundError``), is skipped with the reason.
 ``summary.md`` links every result file with its headline (the line starting with ``Headline:``).
@@ -18,7 +21,7 @@ import time
 import traceback
 from pathlib import Path
 
-from ._harness import RESULTS, TINY_ENV, markdown_table, read_headline, tiny, write_result
+from ._harness import QUICK_RESULTS, RESULTS, TINY_ENV, markdown_table, read_headline, tiny, write_result
 
 BENCHMARKS = ("accuracy", "learning_curve", "gridsearch_cache", "prefix_cache", "throughput", "lora_vs_full")
 
@@ -29,9 +32,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mode.add_argument("--quick", dest="quick", action="store_true", default=True, help="small subsamples (default)")
     mode.add_argument("--full", dest="quick", action="store_false", help="every recipe on all the data")
     parser.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where result files go (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"where result files go (default: {RESULTS} for --full, {QUICK_RESULTS} for --quick, "
+                             "so that a smoke test never replaces the committed full results)")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = QUICK_RESULTS if args.quick else RESULTS
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(args.only) - set(BENCHMARKS))
     if unknown:

@@ -14,6 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
+QUICK_RESULTS = ROOT / "benchmarks" / "results-quick"  # smoke tests: never the committed full results
 
 _PACKAGES = ("sktransfer", "torch", "torchvision", "timm", "transformers", "skorch", "scikit-learn", "numpy")
 

@@ -104,11 +104,11 @@ class PersistenceMixin:
         return stored, (_fingerprint({k: state[k] for k in frozen}) if self._rebuildable() else None)
 
     def _rebuild_encoder(self, stored: dict[str, torch.Tensor], fingerprint: str | None) -> nn.Module:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]):  # rebuilding never draws on the caller's RNG
             torch.manual_seed(self.backbone_seed_)
             backbone = self._resolve_backbone()
-        encoder = backbone.encoder
-        self._prepare_rebuilt_encoder(encoder)
+            encoder = backbone.encoder
+            self._prepare_rebuilt_encoder(encoder)
         if backbone.tokenizer is not None:
             self.tokenizer_ = backbone.tokenizer
         state = encoder.state_dict()
@@ -191,7 +191,8 @@ class PersistenceMixin:
         self.precision_ = resolve_precision(self.precision, self.device_)
         self.num_workers_ = resolve_num_workers(self.num_workers, self.device_)
         encoder = self._rebuild_encoder({k[8:]: v for k, v in tensors.items() if k.startswith("encoder.")}, fingerprint)
-        self._restore(encoder, {k[5:]: v for k, v in tensors.items() if k.startswith("head.")}, history)
+        with torch.random.fork_rng(devices=[]):
+            self._restore(encoder, {k[5:]: v for k, v in tensors.items() if k.startswith("head.")}, history)
 
 
 def _is_fitted_name(name: str) -> bool:
@@ -227,15 +228,16 @@ def _estimator_class(name: str, file: Path) -> type:
     """One of sktransfer's own estimator classes, by name; nothing is imported for a name it does not know."""
     from . import _image, _text
 
-    known = {cls.__name__: cls for module in (_image, _text) for cls in vars(module).values()
-             if isinstance(cls, type) and issubclass(cls, PersistenceMixin) and not cls.__name__.startswith("_")}
-    module, _, class_name = name.rpartition(".")
-    if class_name not in known or (module and not module.startswith("sktransfer.")):
+    classes = [cls for module in (_image, _text) for cls in vars(module).values()
+               if isinstance(cls, type) and issubclass(cls, PersistenceMixin) and not cls.__name__.startswith("_")]
+    # The bare class name; or, as older versions wrote it, the class's own module and name.
+    known = {cls.__name__: cls for cls in classes} | {f"{cls.__module__}.{cls.__qualname__}": cls for cls in classes}
+    if name not in known:
         raise ValueError(
             f"{str(file)!r} names the class {name!r}, which is not an sktransfer estimator; load() only builds "
-            f"{sorted(known)}."
+            f"{sorted(cls.__name__ for cls in classes)}."
         )
-    return known[class_name]
+    return known[name]
 
 
 def load(path: str | os.PathLike, **params: Any):

@@ -68,3 +68,13 @@ def test_run_isolated_runs_in_a_fresh_process(monkeypatch):
     assert result["answer"] == 42 and result["peak_rss_mb"] > 0 and result["process_seconds"] > 0
     with pytest.raises(RuntimeError, match="json:loads failed"):
         run_isolated("json:loads", s="not json")
+
+
+def test_quick_runs_never_write_the_committed_results():
+    from benchmarks._harness import QUICK_RESULTS, RESULTS
+
+    assert parse_args(["--quick"]).out == QUICK_RESULTS != RESULTS
+    assert parse_args([]).out == QUICK_RESULTS
+    assert parse_args(["--full"]).out == RESULTS
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(QUICK_RESULTS / "summary.md")], cwd=ROOT)
+    assert ignored.returncode == 0, "the quick-results folder must be ignored by git"
