@@ -169,7 +169,8 @@ class PersistenceMixin:
         path.mkdir(parents=True, exist_ok=True)
         stored, fingerprint = self._encoder_parts(self._fitted_encoder())
         tensors = {f"encoder.{k}": v for k, v in stored.items()}
-        tensors.update({f"head.{k}": v.detach().to("cpu", copy=True).contiguous() for k, v in self._head_state().items()})
+        head = self._head_state()
+        tensors.update({f"head.{k}": v.detach().to("cpu", copy=True).contiguous() for k, v in head.items()})
         save_file(tensors, str(path / _WEIGHTS))
         params = self.get_params(deep=False)
         fitted = {k: v for k, v in vars(self).items() if _is_fitted_name(k) and k not in _NOT_SAVED}

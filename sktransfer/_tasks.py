@@ -121,8 +121,11 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
         """
         fitted = hasattr(self, "net_")
         if fitted:
-            if classes is not None and sorted(np.unique(classes).tolist(), key=str) != sorted(self.classes_.tolist(), key=str):
-                raise ValueError(f"classes must stay {self.classes_.tolist()} after the first partial_fit, got {list(classes)}.")
+            known = sorted(self.classes_.tolist(), key=str)
+            if classes is not None and sorted(np.unique(classes).tolist(), key=str) != known:
+                raise ValueError(
+                    f"classes must stay {self.classes_.tolist()} after the first partial_fit, got {list(classes)}."
+                )
             classes = self.classes_
         return self._fit(X, y, sample_weight, warm=fitted, classes=classes, epochs=1)
 
