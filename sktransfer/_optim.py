@@ -1,11 +1,53 @@
-"""Optimizers, parameter groups (layer-wise decay, head rate, no decay on biases/norms) and schedules."""
+"""Learning rates, optimizers, parameter groups (layer-wise decay, head rate, no decay on biases/norms)
+and schedules.
+
+``lr="auto"`` (the default) gives each part of the model the rate that published fine-tuning recipes
+use for it: a new head :data:`HEAD_LR`; trainable blocks of a convolutional backbone
+``BACKBONE_LR["convolutional"]`` (timm's and Keras' fine-tuning recipes: 1e-4 to 1e-3 for the top
+blocks, the lower end when all blocks train); of a transformer ``BACKBONE_LR["transformer"]`` (BERT's
+2e-5 to 5e-5); LoRA adapters ``BACKBONE_LR["adapter"]`` (LoRA and peft examples: 1e-4 to 1e-3). Where
+backbone weights train, ``warmup="auto"`` warms the rates up over :data:`AUTO_WARMUP` of the steps,
+as BERT's recipe does; a head alone needs none.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+HEAD_LR = 1e-3
+BACKBONE_LR = {"convolutional": 1e-4, "transformer": 3e-5, "adapter": 1e-3}
+AUTO_WARMUP = 0.1
+
+
+@dataclass(frozen=True)
+class Rates:
+    """The learning rates and warm-up a fit uses (recorded as ``lr_``)."""
+
+    head: float
+    backbone: float
+    warmup: float
+    family: str | None = None
+
+
+def architecture(encoder: nn.Module) -> str:
+    """ "convolutional" when most of the encoder's weights are in 2-D convolutions, else "transformer"."""
+    conv = sum(p.numel() for m in encoder.modules() if isinstance(m, nn.Conv2d) for p in m.parameters(recurse=False))
+    return "convolutional" if conv * 2 > sum(p.numel() for p in encoder.parameters()) else "transformer"
+
+
+def resolve_rates(lr: float | str, head_lr: float | None, warmup: float | str, encoder: nn.Module, *,
+                  backbone_trains: bool, adapter: bool) -> Rates:
+    """The rates for ``lr``/``head_lr``/``warmup``; an explicit float ``lr`` keeps its plain meaning."""
+    if lr != "auto":
+        return Rates(head=head_lr or lr, backbone=lr, warmup=0.0 if warmup == "auto" else warmup)
+    family = "adapter" if adapter else architecture(encoder)
+    auto_warmup = AUTO_WARMUP if backbone_trains else 0.0
+    return Rates(head=head_lr or HEAD_LR, backbone=BACKBONE_LR[family],
+                 warmup=auto_warmup if warmup == "auto" else warmup, family=family if backbone_trains else None)
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from torch.utils.data import Dataset, Sampler
 
     from ._heads import TransferModule
+    from ._optim import Rates
     from ._prefix import PrefixSplit
 
 SAMPLE_WEIGHT = "sample_weight"
@@ -58,16 +59,21 @@ class Trainable:
 
 @dataclass
 class FitPlan:
-    """Everything a fit trains with. Only ``module`` and ``blocks`` are needed to predict."""
+    """Everything a fit trains with. Only ``module`` and ``blocks`` are needed to predict (``rates`` None:
+    an inference-only net)."""
 
     module: TransferModule
     blocks: list[list[str]]
     stage: Stage = Stage.RAW
+    rates: Rates | None = None
     prefix: PrefixSplit | None = None
     epochs: int = 1
     n_train: int = 1
     train_data: Dataset | None = None
     valid_data: Dataset | None = None
+    target_data: Dataset | None = None
+    """Unlabelled target-domain rows (domain adaptation); then ``train_data`` holds them after the source
+    rows and ``sampler`` mixes the two in every batch (see :mod:`sktransfer._domain`)."""
     sampler: Sampler | None = None
     collate: Any = None
     num_workers: int = 0

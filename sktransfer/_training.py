@@ -22,10 +22,11 @@ from ._adapters import AdapterOptions, attach_adapter, restore_adapter
 from ._cache import feature_cache
 from ._callbacks import GradualUnfreezing, LRLogger
 from ._device import cuda_indices, resolve_device
+from ._domain import split_domains
 from ._embedding import BackboneEstimator
 from ._freezing import apply_freeze, frozen_names, n_frozen_blocks, validate_freeze_layers
 from ._heads import Head, TransferModule
-from ._optim import ScheduleFactor
+from ._optim import HEAD_LR, Rates, ScheduleFactor, resolve_rates
 from ._export import ExportMixin
 from ._plan import FitPlan, Stage, Trainable, precomputed_dataset
 from ._plotting import plot_history
@@ -44,14 +45,14 @@ class TrainableEstimator(ExportMixin, BackboneEstimator):
     """
 
     freeze_layers: Any = "all"
-    lr: float = 1e-3
+    lr: float | str = "auto"
     max_epochs: int = 10
     weight_decay: float = 0.01
     dropout: float = 0.0
     head_hidden: tuple = ()
     optimizer: str = "adamw"
     lr_schedule: str = "constant"
-    warmup: float = 0.0
+    warmup: float | str = "auto"
     layer_decay: float | None = None
     head_lr: float | None = None
     unfreeze_every: int | None = None
@@ -73,14 +74,14 @@ class TrainableEstimator(ExportMixin, BackboneEstimator):
 
     _parameter_constraints = {
         "freeze_layers": [StrOptions({"all", "none"}), Integral, list, tuple],
-        "lr": [positive_real],
+        "lr": [positive_real, StrOptions({"auto"})],
         "max_epochs": [positive_int],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "dropout": [fraction],
         "head_hidden": [tuple, list],
         "optimizer": [StrOptions({"adamw", "adam", "sgd"})],
         "lr_schedule": [StrOptions({"constant", "cosine", "linear", "onecycle"})],
-        "warmup": [fraction],
+        "warmup": [fraction, StrOptions({"auto"})],
         "layer_decay": [Interval(Real, 0, 1, closed="right"), None],
         "head_lr": [positive_real, None],
         "unfreeze_every": [positive_int, None],
@@ -118,7 +119,7 @@ class TrainableEstimator(ExportMixin, BackboneEstimator):
         return None
 
     # ---------------------------------------------------------------- fit
-    def fit(self, X, y, sample_weight=None) -> TrainableEstimator:
+    def fit(self, X, y, sample_weight=None, sample_domain=None) -> TrainableEstimator:
         """Fine-tune the backbone (as ``freeze_layers`` allows) and train a new head on ``(X, y)``.
 
         Parameters
@@ -129,6 +130,10 @@ class TrainableEstimator(ExportMixin, BackboneEstimator):
             Targets.
         sample_weight : array-like of shape (n_samples,), default=None
             Per-sample weights of the training loss.
+        sample_domain : array-like of shape (n_samples,), default=None
+            Domain of each row, as in skada: ``>= 0`` labelled source rows, ``< 0`` unlabelled target
+            rows (their labels masked: -1, or None for string labels). Classifiers adapt to the target
+            rows with ``domain_adaptation`` and leave them out without it; regressors refuse them.
 
         Returns
         -------
@@ -137,20 +142,21 @@ class TrainableEstimator(ExportMixin, BackboneEstimator):
         warm = self.warm_start and hasattr(self, "net_")
         self.__dict__.pop("validation_history_", None)
         if not (self.early_stopping and self.refit_full):
-            return self._fit(X, y, sample_weight, warm=warm)
+            return self._fit(X, y, sample_weight, warm=warm, sample_domain=sample_domain)
         start = copy.deepcopy(self.net_.module_) if warm else None
-        self._fit(X, y, sample_weight, warm=warm)
+        self._fit(X, y, sample_weight, warm=warm, sample_domain=sample_domain)
         validation_history = self.history_
         if start is not None:
             self.net_.module_ = start
-        self._fit(X, y, sample_weight, warm=warm, epochs=self.best_epoch_, validate=False)
+        self._fit(X, y, sample_weight, warm=warm, epochs=self.best_epoch_, validate=False, sample_domain=sample_domain)
         self.validation_history_ = validation_history
         return self
 
     def _fit(self, X, y, sample_weight=None, *, warm: bool, classes=None, epochs: int | None = None,
-             validate: bool = True):
+             validate: bool = True, sample_domain=None):
         self._validate()
         items = self._check_inputs(X)
+        items, y, sample_weight, target = self._split_domains(items, y, sample_weight, sample_domain)
         y_encoded = self._prepare_targets(y, len(items), classes)
         weights = self._sample_weights(y_encoded, sample_weight, len(items))
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
@@ -159,7 +165,8 @@ class TrainableEstimator(ExportMixin, BackboneEstimator):
         device = self.device_ if warm else resolve_device(self.device)
         with torch.random.fork_rng(devices=cuda_indices(device)):
             torch.manual_seed(seed)
-            plan = self._plan_fit(items, y_encoded, weights, warm=warm, seed=seed, epochs=epochs, validate=validate)
+            plan = self._plan_fit(items, y_encoded, weights, warm=warm, seed=seed, epochs=epochs, validate=validate,
+                                  target=target)
             net = self._make_net(plan)
             plan.module.use_suffix(plan.suffix)
             try:
@@ -176,7 +183,7 @@ class TrainableEstimator(ExportMixin, BackboneEstimator):
         return self
 
     def _plan_fit(self, items: list, y: np.ndarray, weights: np.ndarray | None, *, warm: bool, seed: int,
-                  epochs: int | None, validate: bool) -> FitPlan:
+                  epochs: int | None, validate: bool, target: list | None = None) -> FitPlan:
         """Decide, in order, everything this fit trains with; record the fitted attributes it defines."""
         if warm:
             module, blocks = self._reuse_module()
@@ -189,6 +196,10 @@ class TrainableEstimator(ExportMixin, BackboneEstimator):
         self.n_trainable_backbone_params_ = trainable.n_params
         if trainable.lora_targets is not None:
             self.lora_target_modules_ = trainable.lora_targets
+        rates = resolve_rates(self.lr, self.head_lr, self.warmup, module.encoder, adapter=self.adapter is not None,
+                              backbone_trains=not trainable.backbone_frozen or self.unfreeze_every is not None)
+        self.lr_ = {"head": rates.head, "backbone": rates.backbone if rates.family or self.lr != "auto" else None,
+                    "warmup": rates.warmup}
         stage, prefix = self._stage(module.encoder, trainable, items)
         self.features_cached_ = stage is Stage.EMBEDDINGS
         self.prefix_cached_ = stage is Stage.FROZEN_PREFIX
@@ -202,10 +213,11 @@ class TrainableEstimator(ExportMixin, BackboneEstimator):
         train_data = self._dataset(stage, items, values, y, weights, train_idx, train=True)
         valid_data = None if valid_idx is None else self._dataset(stage, items, values, y, weights, valid_idx)
         raw = stage is Stage.RAW
-        return FitPlan(
+        plan = FitPlan(
             module=module,
             blocks=trainable.blocks,
             stage=stage,
+            rates=rates,
             prefix=prefix,
             epochs=epochs,
             n_train=len(train_idx),
@@ -214,8 +226,10 @@ class TrainableEstimator(ExportMixin, BackboneEstimator):
             sampler=self._train_sampler([items[i] for i in train_idx]) if raw else None,
             collate=self._collate_fn() if raw else None,
             num_workers=self.num_workers_ if raw else 0,
-            callbacks=self._callbacks(trainable.blocks, len(train_idx), epochs, valid_data is not None),
+            callbacks=self._callbacks(trainable.blocks, len(train_idx), epochs, rates.warmup, valid_data is not None),
         )
+        # Unlabelled target-domain rows (domain adaptation, see _domain.py): their dataset and mixed batches.
+        return plan if target is None else self._add_target_stream(plan, target, weighted=weights is not None)
 
     def _build_module(self) -> tuple[TransferModule, list[list[str]]]:
         backbone = self._setup_backbone()
@@ -274,6 +288,10 @@ class TrainableEstimator(ExportMixin, BackboneEstimator):
         except ValueError:
             return train_test_split(indices, test_size=self.validation_fraction, random_state=seed)
 
+    def _split_domains(self, items: list, y, sample_weight, sample_domain):
+        """Source rows and target items; only the classifiers adapt (``DomainAdaptationMixin``)."""
+        return split_domains(items, y, sample_weight, sample_domain, mode="refuse", name=type(self).__name__)
+
     def _sample_weights(self, y_encoded, sample_weight, n: int):
         if sample_weight is None:
             return None
@@ -302,11 +320,11 @@ class TrainableEstimator(ExportMixin, BackboneEstimator):
             return precomputed_dataset(stage, values[idx], y[idx], w)
         return self._make_dataset([items[i] for i in idx], y[idx], w, augment=self._augment() if train else None)
 
-    def _callbacks(self, blocks: list[list[str]], n_train: int, epochs: int, validate: bool) -> list:
+    def _callbacks(self, blocks: list[list[str]], n_train: int, epochs: int, warmup: float, validate: bool) -> list:
         callbacks = [("lr_log", LRLogger())]
-        if self.lr_schedule != "constant" or self.warmup:
+        if self.lr_schedule != "constant" or warmup:
             steps = epochs * math.ceil(n_train / self.batch_size)
-            schedule = ScheduleFactor(self.lr_schedule, steps, self.warmup)
+            schedule = ScheduleFactor(self.lr_schedule, steps, warmup)
             callbacks.append(("lr_schedule", LRScheduler(torch.optim.lr_scheduler.LambdaLR, lr_lambda=schedule,
                                                          step_every="batch")))
         if validate:
@@ -322,13 +340,14 @@ class TrainableEstimator(ExportMixin, BackboneEstimator):
         return callbacks
 
     def _make_net(self, plan: FitPlan):
+        rates = plan.rates or Rates(head=HEAD_LR, backbone=HEAD_LR, warmup=0.0)
         iterator = {"num_workers": plan.num_workers, "pin_memory": self.device_.startswith("cuda")}
         if plan.collate is not None:
             iterator["collate_fn"] = plan.collate
         return self._net_class(
             module=plan.module,
             criterion=self._criterion(),
-            lr=self.lr,
+            lr=rates.backbone,
             max_epochs=plan.epochs,
             batch_size=self.batch_size,
             train_split=None if plan.valid_data is None else predefined_split(plan.valid_data),
@@ -344,7 +363,7 @@ class TrainableEstimator(ExportMixin, BackboneEstimator):
             group_options={
                 "weight_decay": self.weight_decay,
                 "layer_decay": self.layer_decay,
-                "head_lr": self.head_lr,
+                "head_lr": rates.head,
                 "include_frozen": self.unfreeze_every is not None,
             },
             precision=self.precision_,
