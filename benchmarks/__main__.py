@@ -23,7 +23,9 @@ from pathlib import Path
 
 from ._harness import QUICK_RESULTS, RESULTS, TINY_ENV, markdown_table, read_headline, tiny, write_result
 
-BENCHMARKS = ("accuracy", "learning_curve", "gridsearch_cache", "prefix_cache", "throughput", "lora_vs_full")
+BENCHMARKS = (
+    "accuracy", "learning_curve", "gridsearch_cache", "prefix_cache", "throughput", "lora_vs_full", "inference",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

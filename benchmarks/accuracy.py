@@ -9,8 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from ._harness import (
-    SHARED_DATA, headline, markdown_table, read_hymenoptera, read_sst2, run_isolated, synthetic_images,
-    synthetic_texts, timed, tiny, tiny_text_backbone, write_result,
+    SHARED_DATA,
+    headline,
+    markdown_table,
+    read_hymenoptera,
+    read_sst2,
+    run_isolated,
+    synthetic_images,
+    synthetic_texts,
+    timed,
+    tiny,
+    tiny_text_backbone,
+    write_result,
 )
 
 TINY = True  # honours the runner's --tiny (tiny random backbones, synthetic data)
@@ -28,7 +38,8 @@ PARTIAL = dict(freeze_layers="all", unfreeze_every=2, lr=1e-4, head_lr=1e-3, max
 IMAGE_RECIPES = {
     "frozen embeddings + LogisticRegression": "baseline",
     "sktransfer feature extraction": dict(freeze_layers="all", lr=1e-3, max_epochs=20),
-    "sktransfer partial fine-tuning (head first, then up to 3 top blocks; cosine, light augment, early stopping)": PARTIAL,
+    "sktransfer partial fine-tuning (head first, then up to 3 top blocks; cosine, light augment, early stopping)":
+        PARTIAL,
     "sktransfer full fine-tuning (loop's settings)": dict(freeze_layers="none", lr=IMAGE_LR, max_epochs=IMAGE_EPOCHS),
     "hand-written PyTorch loop (full fine-tuning)": "torch",
 }
@@ -69,8 +80,12 @@ def make_estimator(dataset: str, spec):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    from sktransfer import PretrainedImageClassifier, PretrainedImageEmbedder, PretrainedTextClassifier
-    from sktransfer import PretrainedTextEmbedder
+    from sktransfer import (
+        PretrainedImageClassifier,
+        PretrainedImageEmbedder,
+        PretrainedTextClassifier,
+        PretrainedTextEmbedder,
+    )
 
     image = dataset == "hymenoptera"
     if spec in ("tfidf", "tfidf-all"):

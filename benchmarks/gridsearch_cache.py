@@ -107,7 +107,8 @@ def skorch_search(X, y, setting: dict):
                 return transform(image.convert("RGB")), 0
 
     torch.manual_seed(0)
-    net = NeuralNetClassifier(FrozenBackboneClassifier, criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.AdamW,
+    net = NeuralNetClassifier(FrozenBackboneClassifier, criterion=torch.nn.CrossEntropyLoss,
+                              optimizer=torch.optim.AdamW,
                               optimizer__weight_decay=0.01, max_epochs=setting["epochs"], batch_size=BATCH,
                               train_split=None, iterator_train__shuffle=True, verbose=0)
     grid = {"lr": setting["grid"]["lr"], "module__hidden": [h[0] if h else 0 for h in setting["grid"]["head_hidden"]]}
@@ -134,8 +135,9 @@ def run(quick: bool, out_dir: Path) -> Path:
         print(f"[gridsearch_cache] {name}: {times[name]:.1f} s", file=sys.stderr, flush=True)
     cached, uncached = arms["sktransfer, cache on"], arms["sktransfer, cache off"]
     fastest = times["sktransfer, cache on"]
-    rows = [{"arm": name, "wall s": t, "x slower than cache on": t / fastest, "best CV accuracy": arms[name].best_score_,
-             "best params": str(arms[name].best_params_)} for name, t in times.items()]
+    rows = [{"arm": name, "wall s": t, "x slower than cache on": t / fastest,
+             "best CV accuracy": arms[name].best_score_, "best params": str(arms[name].best_params_)}
+            for name, t in times.items()]
     score_gap = float(np.max(np.abs(cached.cv_results_["mean_test_score"] - uncached.cv_results_["mean_test_score"])))
     agree = cached.best_params_ == uncached.best_params_
     speedup = times["plain skorch, frozen timm backbone"] / fastest

@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from ._harness import (
-    SHARED_DATA, headline, markdown_table, read_hymenoptera, read_sst2, synthetic_images, synthetic_texts, tiny,
+    SHARED_DATA,
+    headline,
+    markdown_table,
+    read_hymenoptera,
+    read_sst2,
+    synthetic_images,
+    synthetic_texts,
+    tiny,
     write_result,
 )
 from .accuracy import backbone_params

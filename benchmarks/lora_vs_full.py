@@ -13,7 +13,15 @@ import tempfile
 from pathlib import Path
 
 from ._harness import (
-    SHARED_DATA, headline, markdown_table, read_sst2, run_isolated, synthetic_texts, timed, tiny, tiny_text_backbone,
+    SHARED_DATA,
+    headline,
+    markdown_table,
+    read_sst2,
+    run_isolated,
+    synthetic_texts,
+    timed,
+    tiny,
+    tiny_text_backbone,
     write_result,
 )
 
@@ -92,7 +100,8 @@ def run(quick: bool, out_dir: Path) -> Path:
     settings = ", ".join(f"{k}={v}" for k, v in COMMON.items())
     body = (
         headline(
-            f"{lora['recipe']} {100 * lora['test accuracy']:.1f} % vs full fine-tuning {100 * full['test accuracy']:.1f} % "
+            f"{lora['recipe']} {100 * lora['test accuracy']:.1f} % vs full fine-tuning "
+            f"{100 * full['test accuracy']:.1f} % "
             f"accuracy (full minus LoRA: {gap:+.1f} points), {lora['% params trained']:.2f} % of the parameters "
             f"trained, pickle {lora['pickle MB']:.2f} MB vs {full['pickle MB']:.1f} MB"
         )

@@ -17,7 +17,15 @@ import torch
 from PIL import Image
 
 from ._harness import (
-    SHARED_DATA, headline, markdown_table, read_sst2, synthetic_texts, timed, tiny, tiny_text_backbone, write_result,
+    SHARED_DATA,
+    headline,
+    markdown_table,
+    read_sst2,
+    synthetic_texts,
+    timed,
+    tiny,
+    tiny_text_backbone,
+    write_result,
 )
 
 TINY = True
@@ -84,7 +92,8 @@ def _setup(modality: str, device: str):
 def _to(x, device, channels_last=False):
     if isinstance(x, dict):
         return {k: v.to(device, non_blocking=True) for k, v in x.items()}
-    return x.to(device, non_blocking=True, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    memory_format = torch.channels_last if channels_last else torch.preserve_format
+    return x.to(device, non_blocking=True, memory_format=memory_format)
 
 
 def torch_loop(modality: str, X, y, device: str, amp: bool = False) -> tuple[float, float]:
@@ -97,7 +106,8 @@ def torch_loop(modality: str, X, y, device: str, amp: bool = False) -> tuple[flo
         if amp and modality == "images":
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
-        loader = torch.utils.data.DataLoader(_Pairs(X, y, transform), batch_size=BATCH, shuffle=True, collate_fn=collate)
+        loader = torch.utils.data.DataLoader(_Pairs(X, y, transform), batch_size=BATCH, shuffle=True,
+                                             collate_fn=collate)
         model.train()
         for xb, yb in loader:
             with autocast:
@@ -124,7 +134,8 @@ def skorch_default(modality: str, X, y, device: str) -> tuple[float, float]:
     with timed(fit):
         torch.manual_seed(0)
         model, transform, collate = _setup(modality, device)
-        extra = {} if collate is None else {"iterator_train__collate_fn": collate, "iterator_valid__collate_fn": collate}
+        extra = ({} if collate is None
+                 else {"iterator_train__collate_fn": collate, "iterator_valid__collate_fn": collate})
         net = NeuralNetClassifier(model, criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.AdamW, lr=LR,
                                   batch_size=BATCH, max_epochs=1, train_split=None, device=device, verbose=0,
                                   iterator_train__shuffle=True, **extra)
@@ -145,7 +156,8 @@ def sktransfer_fit(modality: str, X, y, device: str) -> tuple[float, float]:
         clf = PretrainedImageClassifier(**common, **({"backbone": "test_efficientnet", "pretrained": False}
                                                      if tiny() else {}))
     else:
-        clf = PretrainedTextClassifier(**common, max_length=128, **({"backbone": tiny_text_backbone()} if tiny() else {}))
+        clf = PretrainedTextClassifier(**common, max_length=128,
+                                       **({"backbone": tiny_text_backbone()} if tiny() else {}))
     with timed(fit):
         clf.fit(X, y)
     with timed(predict):

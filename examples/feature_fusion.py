@@ -66,7 +66,10 @@ def text_fusion(n_train: int) -> None:
     X_train, y_train = read_sst2("train", n_train)
     X_test, y_test = read_sst2("test")
     print(f"SST-2: {n_train} random training phrases -> test.tsv ({len(X_test)}); backbone all-MiniLM-L6-v2")
-    embedders = {"mean": PretrainedTextEmbedder(max_length=64), "cls": PretrainedTextEmbedder(max_length=64, pooling="cls")}
+    embedders = {
+        "mean": PretrainedTextEmbedder(max_length=64),
+        "cls": PretrainedTextEmbedder(max_length=64, pooling="cls"),
+    }
     print("\nFeature fusion (embeddings + LogisticRegression)")
     for name, features in [("mean pooling", embedders["mean"]), ("cls pooling", embedders["cls"]),
                            ("mean + cls concatenated (FeatureUnion)", FeatureUnion(list(embedders.items())))]:

@@ -54,7 +54,8 @@ def main(data: Path = DATA, n_train: int = 2000) -> None:
     embed_then_logreg = make_pipeline(PretrainedTextEmbedder(), LogisticRegression(max_iter=1000))
     report("Pipeline(PretrainedTextEmbedder, LogisticRegression)", embed_then_logreg, X_train, y_train, X_test, y_test)
     classifier = PretrainedTextClassifier(max_epochs=20, random_state=0)
-    report("PretrainedTextClassifier (frozen backbone, cached embeddings)", classifier, X_train, y_train, X_test, y_test)
+    report("PretrainedTextClassifier (frozen backbone, cached embeddings)", classifier,
+           X_train, y_train, X_test, y_test)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """sktransfer: pretrained deep networks as scikit-learn estimators."""
 
 from ._cache import feature_cache
+from ._domain import merge_domains
 from ._image import PretrainedImageClassifier, PretrainedImageEmbedder, PretrainedImageRegressor
 from ._image_data import load_image_folder
 from ._persistence import load
@@ -20,4 +21,5 @@ __all__ = [
     "load",
     "load_image_folder",
     "load_sentiment_sample",
+    "merge_domains",
 ]

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ._freezing import module_blocks, timm_blocks, transformer_blocks
+from ._weights_cache import backbone_cache, directory_key
 
 IMAGENET_CONFIG = {
     "input_size": (3, 224, 224),
@@ -198,14 +199,33 @@ def _module_backbone(model: nn.Module, family: str, identity: str, data_config: 
 
 
 def resolve_image_backbone(backbone: Any, pretrained: bool = True) -> Backbone:
-    """Resolve an image ``backbone`` (name, local directory or ``nn.Module``)."""
+    """Resolve an image ``backbone`` (name, local directory or ``nn.Module``).
+
+    Named pretrained backbones come from the process-wide :data:`~sktransfer._weights_cache.backbone_cache`:
+    read from disk once, then handed out as fresh deep copies of the pristine weights.
+    """
     if isinstance(backbone, nn.Module):
         # A copy: fitting must not train the user's module in place (refits start from the same weights).
-        return _module_backbone(copy.deepcopy(backbone), "custom", f"module:{type(backbone).__name__}", dict(IMAGENET_CONFIG))
+        identity = f"module:{type(backbone).__name__}"
+        return _module_backbone(copy.deepcopy(backbone), "custom", identity, dict(IMAGENET_CONFIG))
     if not isinstance(backbone, str):
         raise TypeError(
             f"backbone must be a model name, a local directory or a torch.nn.Module, got {type(backbone).__name__}."
         )
+    key = _image_cache_key(backbone, pretrained)
+    return backbone_cache.get(key, lambda: _load_image_backbone(backbone, pretrained))
+
+
+def _image_cache_key(backbone: str, pretrained: bool) -> str | None:
+    """What names a backbone's pretrained weights (None for a random initialisation: never kept)."""
+    if not pretrained:
+        return None
+    if backbone.lower() in _PACKAGED_IMAGE:
+        return "image:packaged:efficientnet_lite0"
+    return f"image:{directory_key(backbone)}" if os.path.isdir(backbone) else f"image:name:{backbone}"
+
+
+def _load_image_backbone(backbone: str, pretrained: bool) -> Backbone:
     import timm
     import torchvision
 
@@ -256,16 +276,34 @@ def _text_source(backbone: str) -> str:
 
 
 def resolve_text_backbone(backbone: Any, pretrained: bool = True, pooling: str = "mean") -> Backbone:
-    """Resolve a text ``backbone``: a packaged name, a Hugging Face model id or a local directory."""
+    """Resolve a text ``backbone``: a packaged name, a Hugging Face model id or a local directory.
+
+    Pretrained weights and the tokenizer come from the process-wide
+    :data:`~sktransfer._weights_cache.backbone_cache` (read once, handed out as deep copies).
+    """
     if not isinstance(backbone, (str, os.PathLike)):
         raise TypeError(
             "backbone must be a Hugging Face model id or a local directory saved with `save_pretrained`, "
             f"got {type(backbone).__name__}."
         )
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
-
     name = os.fspath(backbone)
     source = _text_source(name)
+    key = None if not pretrained else f"text:{directory_key(source)}" if os.path.isdir(source) else f"text:hf:{name}"
+    model, tokenizer = backbone_cache.get(key, lambda: _load_text_model(name, source, pretrained))
+    identity = f"local:{os.path.abspath(name)}" if os.path.isdir(name) else f"hf:{name}"
+    return Backbone(
+        encoder=TextEncoder(model, pooling=pooling),
+        num_features=int(model.config.hidden_size),
+        blocks=transformer_blocks(model, prefix="model."),
+        family="transformers",
+        identity=f"{identity}:{pretrained}:{pooling}",
+        tokenizer=tokenizer,
+    )
+
+
+def _load_text_model(name: str, source: str, pretrained: bool) -> tuple[nn.Module, Any]:
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
     hub = contextlib.nullcontext() if os.path.isdir(source) else _hub_offline_unless_reachable()
     try:
         with hub, _quiet_transformers():
@@ -279,12 +317,4 @@ def resolve_text_backbone(backbone: Any, pretrained: bool = True, pooling: str =
         raise ValueError(
             _NO_WEIGHTS_HELP.format(name=name, err=str(err).splitlines()[0], default="all-MiniLM-L6-v2") + hint
         ) from err
-    identity = f"local:{os.path.abspath(name)}" if os.path.isdir(name) else f"hf:{name}"
-    return Backbone(
-        encoder=TextEncoder(model, pooling=pooling),
-        num_features=int(model.config.hidden_size),
-        blocks=transformer_blocks(model, prefix="model."),
-        family="transformers",
-        identity=f"{identity}:{pretrained}:{pooling}",
-        tokenizer=tokenizer,
-    )
+    return model, tokenizer

@@ -50,10 +50,37 @@ def feature_keys(items: list, namespace: str, item_fingerprint: Callable[[Any], 
 class FeatureCache:
     """Bounded in-memory LRU store of embeddings, with an optional shared directory on disk.
 
+    ``sktransfer.feature_cache`` is the process-wide instance the estimators use; ``len()`` gives the
+    number of embeddings held in memory.
+
+    Parameters
+    ----------
+    max_bytes : int, default=2 * 1024**3
+        Upper bound on the memory the stored embeddings take.
+
     Attributes
     ----------
     max_bytes : int
-        Upper bound on the memory the stored embeddings take; the least recently used go first.
+        Upper bound on the memory the stored embeddings take; the least recently used go first. It
+        may be changed at any time (it applies from the next store).
+    nbytes : int
+        Memory the embeddings held take now.
+
+    See Also
+    --------
+    PretrainedImageClassifier : Its ``cache`` and ``cache_dir`` parameters, as every estimator's, control
+        the use of ``feature_cache``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer._cache import FeatureCache
+    >>> cache = FeatureCache(max_bytes=1024)
+    >>> embed = lambda positions: np.ones((len(positions), 4))
+    >>> cache.get_or_compute(["key-a", "key-b"], embed).shape
+    (2, 4)
+    >>> len(cache), cache.nbytes
+    (2, 32)
     """
 
     def __init__(self, max_bytes: int = 2 * 1024**3):
@@ -70,7 +97,20 @@ class FeatureCache:
         return len(self._store)
 
     def get(self, keys: list[str], cache_dir: str | None = None) -> dict[int, np.ndarray]:
-        """Return ``{position: embedding}`` for the keys found in memory or in ``cache_dir``."""
+        """Return the embeddings of the keys found in memory or in ``cache_dir``.
+
+        Parameters
+        ----------
+        keys : list of str
+            Cache keys, one per item.
+        cache_dir : str or None, default=None
+            Directory also searched, where embeddings found are read into memory.
+
+        Returns
+        -------
+        dict of int to ndarray
+            ``{position in keys: embedding}`` for the keys found.
+        """
         found = {}
         for i, key in enumerate(keys):
             value = self._store.get(key)
@@ -88,10 +128,25 @@ class FeatureCache:
     def get_or_compute(
         self, keys: list[str], compute: Callable[[list[int]], np.ndarray], cache_dir: str | None = None
     ) -> np.ndarray:
-        """Embeddings of all ``keys``; ``compute(positions)`` embeds the items found nowhere.
+        """Return the embeddings of all ``keys``, computing and storing those found nowhere.
 
         With ``cache_dir``, the misses are looked up again and computed under a lock shared by every
         process using that directory, so concurrent workers never compute the same embedding twice.
+
+        Parameters
+        ----------
+        keys : list of str
+            Cache keys, one per item.
+        compute : callable
+            ``compute(positions)`` returns the embeddings of the items at those positions of ``keys``,
+            as an array with one row per position.
+        cache_dir : str or None, default=None
+            Directory shared with other processes, searched and written besides memory.
+
+        Returns
+        -------
+        ndarray of shape (len(keys), n_features)
+            The embeddings as float32, in the order of ``keys``.
         """
         found = self.get(keys, cache_dir)
         if len(found) < len(keys):
@@ -107,7 +162,17 @@ class FeatureCache:
         return np.stack([found[i] for i in range(len(keys))]).astype(np.float32, copy=False)
 
     def put(self, keys: list[str], values: np.ndarray, cache_dir: str | None = None) -> None:
-        """Store one embedding per key, in memory and (atomically) in ``cache_dir``."""
+        """Store one embedding per key, in memory and (atomically) in ``cache_dir``.
+
+        Parameters
+        ----------
+        keys : list of str
+            Cache keys, one per embedding.
+        values : ndarray of shape (len(keys), n_features)
+            The embeddings, stored as float32.
+        cache_dir : str or None, default=None
+            Directory to write them to as well, one ``.npy`` file each.
+        """
         for key, value in zip(keys, values):
             value = np.array(value, dtype=np.float32)
             self._put(key, value)

@@ -1,6 +1,31 @@
-"""Shared numpydoc sections, so each estimator documents every parameter without copying the text."""
+"""Shared numpydoc sections, and the ``document`` class decorator that assembles them.
+
+Each estimator's class body starts with a literal one-line summary (what IDEs read statically);
+``@document(IMAGE, CLASSIFIER, AUGMENT, ...)``, placed above ``@dataclass(...)``, appends what its
+input and task contribute (a :class:`Part` each: extended text, parameters, fitted attributes) and its
+See Also and Examples sections, in numpydoc's order, so that ``help()`` and Jupyter show the whole
+text while every shared paragraph is written once, here. A new option's entry goes into the section
+of the class that owns it; the README's "Training options" table is checked against these entries.
+"""
 
 from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# ------------------------------------------------------------------------------------------- parameters
+IMAGE_BACKBONE_PARAM = """\
+backbone : str or torch.nn.Module, default="efficientnet_lite0"
+    "efficientnet_lite0" (ImageNet weights shipped with sktransfer, works offline), any timm or
+    torchvision model name, a local timm model directory, or your own ``nn.Module`` that maps
+    (N, 3, H, W) images to features."""
+
+TEXT_BACKBONE_PARAM = """\
+backbone : str, default="all-MiniLM-L6-v2"
+    "all-MiniLM-L6-v2" (sentence-transformers weights shipped with sktransfer, works offline), a
+    Hugging Face model id (from the local cache, or the hub when online) or a local directory
+    saved with ``save_pretrained``. The model's own tokenizer is used."""
 
 BACKBONE_PARAMS = """\
 pretrained : bool, default=True
@@ -27,8 +52,10 @@ freeze_layers : "all", "none", int or list of str, default="all"
     "all": train only the head (feature extraction); "none" or 0: full fine-tuning; ``k > 0``:
     freeze the first ``k`` backbone blocks (``n_backbone_blocks_`` tells how many there are);
     ``-k``: freeze all but the last ``k``; a list of glob patterns freezes matching parameter names.
-lr : float, default=1e-3
-    Learning rate (of the backbone's last block and, unless ``head_lr``, of the head).
+lr : float or "auto", default="auto"
+    Learning rate of the backbone's last block and, unless ``head_lr``, of the head. "auto": the rate
+    published fine-tuning recipes use for each part: 1e-3 for the new head, 1e-4 for a convolutional
+    backbone, 3e-5 for a transformer, 1e-3 for LoRA adapters (``lr_`` records the rates used).
 max_epochs : int, default=10
     Passes over the training data.
 weight_decay : float, default=0.01
@@ -41,12 +68,13 @@ optimizer : {"adamw", "adam", "sgd"}, default="adamw"
     SGD uses momentum 0.9.
 lr_schedule : {"constant", "cosine", "linear", "onecycle"}, default="constant"
     Per-step schedule; cosine and linear decay to zero.
-warmup : float, default=0.0
-    Fraction of the steps spent warming the rate up linearly.
+warmup : float or "auto", default="auto"
+    Fraction of the steps spent warming the rate up linearly. "auto": 0.1 when ``lr="auto"`` and
+    backbone weights (or adapters) train, else 0.
 layer_decay : float or None, default=None
     Layer-wise rate decay: each block further from the head gets the rate multiplied once more.
 head_lr : float or None, default=None
-    Learning rate of the head; None: ``lr``.
+    Learning rate of the head; None: ``lr`` (1e-3 with ``lr="auto"``).
 unfreeze_every : int or None, default=None
     Gradual unfreezing: unfreeze one more block from the top every this many epochs.
 freeze_bn_stats : bool, default=True
@@ -89,10 +117,12 @@ lora_alpha : float, default=16
 lora_dropout : float, default=0.0
     Dropout on the adapters' inputs.
 lora_target_modules : list of str, str or None, default=None
-    Layers to adapt: names or name suffixes (e.g. ``["query", "value"]``), or a regular expression
-    over full module names. None: the attention projections (query/key/value, qkv ...), or, for
-    backbones without any (CNNs), every linear layer and 1x1 convolution. Only linear layers and
-    1x1 convolutions can be adapted; ``lora_target_modules_`` lists the ones chosen.
+    Layers to adapt: names or name suffixes (e.g. ``["query", "value"]``), or a regular expression over
+    full module names. None: the attention projections (query/key/value, qkv ...), or, for backbones
+    without any (CNNs), every linear layer and 1x1 convolution. Only linear layers and 1x1 convolutions
+    can be adapted; ``lora_target_modules_`` lists the ones chosen. Every linear layer of a BERT-like
+    block (``["query", "key", "value", "output.dense", "intermediate.dense"]``) comes closer to full
+    fine-tuning than the default (see the LoRA benchmark).
 compile : bool, default=False
     Train the module through ``torch.compile`` (skorch's ``compile``): faster steps on GPUs after a
     one-off compilation, which needs a C++ compiler and costs seconds to minutes. The fitted model
@@ -107,15 +137,131 @@ threshold : float, default=0.5
     Decision threshold of each label for multi-label targets (``y`` a 2-D 0/1 indicator matrix;
     ``predict_proba`` then gives one independent probability per label). For lists of label lists,
     encode with ``Y = MultiLabelBinarizer().fit_transform(lists)`` and decode predictions with
-    ``mlb.inverse_transform(clf.predict(X))`` (``sklearn.preprocessing``)."""
+    ``mlb.inverse_transform(clf.predict(X))`` (``sklearn.preprocessing``).
+domain_adaptation : {"dann", "coral", "mmd"} or None, default=None
+    Unsupervised domain adaptation to the unlabelled target rows of ``X`` (``sample_domain < 0``, or
+    labels masked with -1, None for string labels): "dann" trains a domain discriminator behind a
+    gradient-reversal layer (ramped up over training), "coral" matches the feature covariances of
+    the two domains, "mmd" their multi-kernel maximum mean discrepancy. Every training batch holds
+    ``batch_size`` source and as many target rows. The aligned features are the input of the head's
+    last linear layer: the last hidden layer's output with ``head_hidden``, else the backbone's
+    embedding; so a frozen backbone (``freeze_layers="all"``) needs ``head_hidden``. None: target
+    rows, if ``sample_domain`` marks any, are left out.
+adaptation_weight : float, default=1.0
+    Weight of the adaptation loss against the source rows' classification loss (0: source only, with
+    the same batches). Choose it without target labels with skada's scorers (see the README)."""
 
-COMMON_ATTRIBUTES = """\
+AUGMENT_PARAM = """\
+augment : {"light", "standard"}, callable or None, default=None
+    Training-time augmentation (torchvision transforms v2): "light" is a random resized crop and flip,
+    "standard" adds colour jitter; a callable is applied to each PIL image before the backbone's
+    preprocessing. Never applied at predict time; disables the feature cache."""
+
+TEXT_PARAMS = """\
+max_length : int, default=128
+    Texts are truncated to this many tokens; batches are padded to their longest text (training batches
+    group texts of similar length, predictions run in length order).
+pooling : {"mean", "cls"}, default="mean"
+    How token states become one embedding: attention-masked mean, or the first ([CLS]) token."""
+
+# ---------------------------------------------------------------------------------------- extended text
+IMAGE_INPUT = """\
+Images may be a list, array or pandas Series of file paths, PIL images or uint8 arrays (H, W) or
+(H, W, C), or one (N, H, W, C) array. Paths are read lazily, batch by batch. Grayscale, palette,
+16-bit, CMYK and RGBA images are converted to RGB (alpha over white; first frame of an animation).
+Float arrays are read as [0, 1] when their maximum is at most 1, else as [0, 255]. Preprocessing
+(resize, crop, mean and std) follows the backbone's own data config (``data_config_``)."""
+
+TEXT_INPUT = """\
+Texts may be a list, 1-D array or pandas Series (or one-column DataFrame) of non-empty str; the
+backbone's own tokenizer (``tokenizer_``) reads them."""
+
+CLASSIFIER_TARGETS = """\
+A 1-D ``y`` of any labels is single-label (binary or multiclass: softmax, cross-entropy); a 2-D 0/1
+indicator ``y`` is multi-label (one sigmoid per label; ``threshold`` decides)."""
+
+REGRESSOR_TARGETS = """\
+``y`` holds one (1-D) or several (2-D) continuous targets; they are standardised for training and
+restored on the scale of ``y`` by ``predict``."""
+
+TRAINED_TRANSFORM = """\
+``transform`` returns the fitted backbone's pooled embeddings, not the head's outputs: the
+fine-tuned backbone when training changed its weights (``backbone_tuned_``), else the pretrained
+one. The estimator is thus also a feature extractor, e.g. in a ``Pipeline`` or a ``FeatureUnion``."""
+
+EMBEDDER_TRANSFORM = """\
+``fit`` only validates the parameters and loads the backbone, whose weights never change;
+``transform`` returns its pooled embeddings, (n_samples, ``n_features_out_``), cached as the
+``cache`` parameter says."""
+
+# ------------------------------------------------------------------------------------------- attributes
+CLASSIFIER_ATTRIBUTES = """\
+classes_ : ndarray of shape (n_classes,)
+    The labels seen in fit (``0 .. n_labels - 1``, the indicator columns, for multi-label targets).
+multilabel_ : bool
+    Whether ``y`` was a 2-D 0/1 indicator matrix (multi-label classification).
+n_outputs_ : int
+    Outputs of the head: the number of classes, or of labels for multi-label targets."""
+
+REGRESSOR_ATTRIBUTES = """\
+n_outputs_ : int
+    Number of targets (columns of a 2-D ``y``; 1 for a 1-D ``y``).
+y_mean_ : ndarray of shape (n_outputs_,)
+    Mean of each target in fit; predictions are restored with it.
+y_scale_ : ndarray of shape (n_outputs_,)
+    Standard deviation of each target in fit (1 for a constant target).
+y_ndim_ : int
+    Dimensions of the ``y`` seen in fit (1 or 2); ``predict`` returns the same."""
+
+BACKBONE_ATTRIBUTES = """\
+backbone_identity_ : str
+    Names the backbone's weights (source, name, pretrained, pooling) in the feature cache keys; random
+    weights and user modules get a unique suffix, so their embeddings are never shared.
+backbone_seed_ : int
+    Seed of torch's generator while the model was built (drawn from ``random_state``; 0 for the
+    embedders): random backbone weights and LoRA adapters are rebuilt from it on ``load``.
 n_backbone_blocks_ : int
     Number of blocks the backbone is split into (the unit of ``freeze_layers``).
 n_features_out_ : int
-    Size of the backbone's pooled embedding.
+    Size of the backbone's pooled embedding: the columns of ``transform``'s output.
 device_ : str
-    The device used.
+    The device used, e.g. "cpu" or "cuda:0".
+precision_ : {"fp32", "bf16", "fp16"}
+    The precision ``precision`` resolved to on ``device_``.
+num_workers_ : int
+    DataLoader worker processes used (``num_workers`` resolved on ``device_``)."""
+
+IMAGE_ATTRIBUTES = """\
+data_config_ : dict
+    The backbone's preprocessing: ``input_size`` (C, H, W), ``interpolation``, ``mean``, ``std``,
+    ``crop_pct`` and ``crop_mode``, as timm resolves them (ImageNet's at 224 px for torchvision and user
+    modules)."""
+
+TEXT_ATTRIBUTES = """\
+data_config_ : dict
+    Empty: text backbones have no image preprocessing (``tokenizer_`` and ``max_length`` define theirs).
+tokenizer_ : transformers.PreTrainedTokenizerBase
+    The backbone's own tokenizer."""
+
+EMBEDDER_ATTRIBUTES = """\
+encoder_ : torch.nn.Module
+    The backbone, frozen and in evaluation mode: it maps a batch of inputs to pooled embeddings."""
+
+TRAINING_ATTRIBUTES = """\
+backbone_tuned_ : bool
+    Whether training changed the backbone (fine-tuned blocks or LoRA adapters); ``transform`` then
+    returns the tuned backbone's embeddings, computed anew rather than read from the feature cache.
+blocks_ : list of list of str
+    The backbone's parameter names, block by block from the input to the output (what ``freeze_layers``
+    counts and its patterns match).
+n_trainable_backbone_params_ : int
+    Backbone parameters (elements) that training updated: 0 with ``freeze_layers="all"``, the adapters'
+    with LoRA.
+lora_target_modules_ : list of str
+    With ``adapter="lora"``: the full names of the modules that got adapters.
+lr_ : dict
+    The rates the fit used: ``"head"`` and ``"backbone"`` learning rates (``"backbone"`` None when
+    ``lr="auto"`` and no backbone weight trained) and the ``"warmup"`` fraction.
 net_ : skorch.NeuralNet
     The fitted skorch net (module, optimizer, history).
 history_ : skorch.History
@@ -131,11 +277,114 @@ features_cached_ : bool
 prefix_cached_ : bool
     Whether partial fine-tuning trained the top blocks on cached outputs of the frozen lower ones."""
 
+# --------------------------------------------------------------------------------------------- see also
+_RELATED = {
+    "Classifier": "Classification (binary, multiclass or multi-label) with a new head.",
+    "Regressor": "Regression on one or several continuous targets with a new head.",
+    "Embedder": "The pretrained backbone's pooled embeddings, with no training.",
+}
 
-def compose(summary: str, *sections: str, examples: str = "") -> str:
-    """Assemble a class docstring from a summary, parameter sections and an Examples section."""
-    params = "\n".join(s for s in sections if s)
-    text = f"{summary}\n\nParameters\n----------\n{params}\n"
-    if examples:
-        text += f"\nExamples\n--------\n{examples}\n"
-    return text
+
+def related(modality: str, *kinds: str) -> str:
+    """Return See Also entries for the sibling estimators of ``modality`` ("Image" or "Text").
+
+    Parameters
+    ----------
+    modality : {"Image", "Text"}
+        The input the estimators take.
+    *kinds : {"Classifier", "Regressor", "Embedder"}
+        The siblings to list.
+
+    Returns
+    -------
+    str
+        One ``name : description`` entry per sibling.
+    """
+    return "\n".join(f"Pretrained{modality}{kind} : {_RELATED[kind]}" for kind in kinds)
+
+
+# ---------------------------------------------------------------------------------------------- parts
+@dataclass(frozen=True)
+class Part:
+    """What one side of an estimator (its input, its task) adds to the class docstring."""
+
+    params: tuple[str, ...] = ()
+    extended: tuple[str, ...] = ()
+    attributes: tuple[str, ...] = ()
+
+
+IMAGE = Part((IMAGE_BACKBONE_PARAM, BACKBONE_PARAMS), (IMAGE_INPUT,), (BACKBONE_ATTRIBUTES, IMAGE_ATTRIBUTES))
+TEXT = Part((TEXT_BACKBONE_PARAM, BACKBONE_PARAMS, TEXT_PARAMS), (TEXT_INPUT,), (BACKBONE_ATTRIBUTES, TEXT_ATTRIBUTES))
+AUGMENT = Part((AUGMENT_PARAM,))
+CLASSIFIER = Part((TRAINING_PARAMS, CLASSIFIER_PARAMS), (CLASSIFIER_TARGETS, TRAINED_TRANSFORM),
+                  (CLASSIFIER_ATTRIBUTES, TRAINING_ATTRIBUTES))
+REGRESSOR = Part((TRAINING_PARAMS,), (REGRESSOR_TARGETS, TRAINED_TRANSFORM),
+                 (REGRESSOR_ATTRIBUTES, TRAINING_ATTRIBUTES))
+EMBEDDER = Part(extended=(EMBEDDER_TRANSFORM,), attributes=(EMBEDDER_ATTRIBUTES,))
+
+
+# ------------------------------------------------------------------------------------------- assembly
+def _entries(sections: Sequence[str]) -> list[str]:
+    """Split numpydoc sections into entries: a ``name : type`` line and its indented description."""
+    entries: list[str] = []
+    for line in "\n".join(section.strip("\n") for section in sections if section).splitlines():
+        if line and not line[0].isspace():
+            entries.append(line)
+        elif entries:
+            entries[-1] += "\n" + line
+    return entries
+
+
+def _section(title: str, entries: Sequence[str]) -> str:
+    body = "\n".join(entry.strip("\n") for entry in entries if entry)
+    return f"{title}\n{'-' * len(title)}\n{body}" if body else ""
+
+
+def document(*parts: Part | str, see_also: str = "", examples: str = ""):
+    """Return a class decorator that completes the class's summary docstring with numpydoc sections.
+
+    The class body must start with a literal summary docstring (one line, ending in a period): static
+    tools (IDEs) read it from the source. The decorator replaces ``__doc__`` by that summary followed
+    by the parts' extended paragraphs, then the Parameters (in the order of the constructor's
+    signature), Attributes, See Also and Examples sections, in numpydoc's order. Place it above
+    ``@dataclass(...)``, which sets a docstring only when the class has none.
+
+    Parameters
+    ----------
+    *parts : Part or str
+        What the class's input, task and options contribute (e.g. ``IMAGE, CLASSIFIER, AUGMENT``); a
+        str holds parameter entries (``name : type, default=...`` and an indented description).
+    see_also : str, default=""
+        See Also entries (``name : description``), e.g. from :func:`related`.
+    examples : str, default=""
+        Doctest lines of the Examples section.
+
+    Returns
+    -------
+    callable
+        The decorator: it sets the class's ``__doc__`` and returns the class.
+    """
+    parts = tuple(Part((part,)) if isinstance(part, str) else part for part in parts)
+
+    def decorate(cls: type) -> type:
+        own = cls.__dict__.get("__doc__")
+        if not own or own.startswith(f"{cls.__name__}("):  # none, or the signature dataclass puts there
+            raise TypeError(
+                f"{cls.__name__} needs a literal summary docstring as the first statement of its body, and "
+                "@document(...) must be above @dataclass(...)."
+            )
+        order = list(inspect.signature(cls).parameters)
+        params = _entries([text for part in parts for text in part.params])
+        params.sort(key=lambda entry: order.index(name) if (name := entry.split(" :")[0]) in order else len(order))
+        doc = [
+            inspect.cleandoc(own),
+            *(paragraph.strip("\n") for part in parts for paragraph in part.extended),
+            _section("Parameters", params),
+            _section("Attributes", _entries([text for part in parts for text in part.attributes])),
+            _section("See Also", [see_also]),
+            _section("Examples", [examples]),
+        ]
+        cls.__doc__ = "\n\n".join(section for section in doc if section) + "\n"
+        return cls
+
+    return decorate

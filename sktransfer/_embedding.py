@@ -133,7 +133,13 @@ class BackboneEstimator(PersistenceMixin, TransformerMixin, BaseEstimator):
         return self.encoder_
 
     def transform(self, X) -> np.ndarray:
-        """Pooled backbone embeddings of ``X``, shape ``(n_samples, n_features_out_)``.
+        """Return the pooled backbone embeddings of ``X``.
+
+        The embedders return the pretrained backbone's embeddings. The classifiers and regressors
+        return their fitted backbone's: the fine-tuned one (blocks or LoRA adapters) when training
+        changed it (``backbone_tuned_``), else the pretrained one; the head is not applied (its
+        outputs are ``predict``'s and ``predict_proba``'s). Embeddings of an unchanged pretrained
+        backbone come from the feature cache when ``cache=True``.
 
         Parameters
         ----------
@@ -143,6 +149,7 @@ class BackboneEstimator(PersistenceMixin, TransformerMixin, BaseEstimator):
         Returns
         -------
         embeddings : ndarray of shape (n_samples, n_features_out_)
+            One float32 row per input, in the order of ``X``.
         """
         check_is_fitted(self)
         items = self._check_inputs(X)
@@ -152,7 +159,18 @@ class BackboneEstimator(PersistenceMixin, TransformerMixin, BaseEstimator):
         return True
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
-        """Names ``<estimator>0`` ... of the embedding dimensions, as scikit-learn transformers give."""
+        """Get the names of the embedding dimensions, as scikit-learn transformers give them.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Ignored: the embedding dimensions do not derive from input features.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects of shape (n_features_out_,)
+            ``<estimator name in lower case>0``, ``...1`` and so on.
+        """
         check_is_fitted(self)
         prefix = type(self).__name__.lower()
         return np.asarray([f"{prefix}{i}" for i in range(self.n_features_out_)], dtype=object)
@@ -176,11 +194,13 @@ class EmbedderBase(BackboneEstimator):
         ----------
         X : sequence of inputs
             Images or texts; checked for validity only.
-        y : ignored
+        y : None
+            Ignored; present for the scikit-learn API.
 
         Returns
         -------
-        self
+        self : object
+            The estimator, with its backbone loaded.
         """
         self._validate()
         self._check_inputs(X)

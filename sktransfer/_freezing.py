@@ -123,8 +123,20 @@ def n_frozen_blocks(freeze_layers, n_blocks: int) -> int | None:
 
 
 def frozen_names(blocks: list[list[str]], freeze_layers, all_names: list[str]) -> set[str]:
-    """Names of the backbone parameters that ``freeze_layers`` freezes."""
+    """Names of the backbone parameters that ``freeze_layers`` freezes.
+
+    Every glob pattern must match at least one parameter: a mistyped one would otherwise freeze nothing
+    and silently fine-tune what it was meant to freeze.
+    """
     if isinstance(freeze_layers, (list, tuple)):
+        unmatched = [pat for pat in freeze_layers if not any(fnmatch.fnmatchcase(n, pat) for n in all_names)]
+        if unmatched:
+            examples = ", ".join(repr(n) for n in all_names[:: max(1, len(all_names) // 4)][:4])
+            raise ValueError(
+                f"freeze_layers patterns {unmatched} match no parameter of this backbone, so they would freeze "
+                f"nothing. Patterns are matched (fnmatch, case-sensitive) against the backbone's parameter names, "
+                f"e.g. {examples}; estimator.blocks_ lists them all, block by block, after a fit."
+            )
         return {n for n in all_names if any(fnmatch.fnmatchcase(n, pat) for pat in freeze_layers)}
     k = n_frozen_blocks(freeze_layers, len(blocks))
     if k == len(blocks):

@@ -8,31 +8,13 @@ from typing import Any
 import torch
 
 from ._backbones import resolve_image_backbone
-from ._docs import BACKBONE_PARAMS, CLASSIFIER_PARAMS, COMMON_ATTRIBUTES, TRAINING_PARAMS, compose
+from ._docs import AUGMENT, CLASSIFIER, EMBEDDER, IMAGE, REGRESSOR, document, related
+from ._domain import DomainAdaptationMixin
 from ._embedding import BackboneEstimator, EmbedderBase
 from ._image_data import ImageDataset, build_transform, check_images
 from ._tasks import ClassifierTask, RegressorTask
 from ._training import TrainableEstimator
 from ._validation import StrOptions
-
-IMAGE_PARAMS = """\
-backbone : str or torch.nn.Module, default="efficientnet_lite0"
-    "efficientnet_lite0" (ImageNet weights shipped with sktransfer, works offline), any timm or
-    torchvision model name, a local timm model directory, or your own ``nn.Module`` that maps
-    (N, 3, H, W) images to features."""
-
-IMAGE_INPUT = """
-Images may be a list, array or pandas Series of file paths, PIL images or uint8 arrays (H, W) or
-(H, W, C), or one (N, H, W, C) array. Paths are read lazily, batch by batch. Grayscale, palette,
-16-bit, CMYK and RGBA images are converted to RGB (alpha over white; first frame of an animation).
-Float arrays are read as [0, 1] when their maximum is at most 1, else as [0, 255].
-Preprocessing (resize, crop, mean and std) follows the backbone's own data config."""
-
-AUGMENT_PARAM = """\
-augment : {"light", "standard"}, callable or None, default=None
-    Training-time augmentation (torchvision transforms v2): "light" is a random resized crop and
-    flip, "standard" adds colour jitter; a callable is applied to each PIL image before the
-    backbone's preprocessing. Never applied at predict time."""
 
 
 @dataclass(repr=False, eq=False, kw_only=True)
@@ -76,24 +58,9 @@ class _ImageTraining(_ImageInput, TrainableEstimator):
         return self.augment
 
 
-@dataclass(repr=False, eq=False, kw_only=True)
-class PretrainedImageClassifier(_ImageTraining, ClassifierTask):
-    pass
-
-
-@dataclass(repr=False, eq=False, kw_only=True)
-class PretrainedImageRegressor(_ImageTraining, RegressorTask):
-    pass
-
-
-@dataclass(repr=False, eq=False, kw_only=True)
-class PretrainedImageEmbedder(_ImageInput, EmbedderBase):
-    pass
-
-
-PretrainedImageClassifier.__doc__ = compose(
-    "Image classifier on a pretrained backbone with a new head, trained with skorch.\n" + IMAGE_INPUT,
-    IMAGE_PARAMS, BACKBONE_PARAMS, TRAINING_PARAMS, CLASSIFIER_PARAMS, AUGMENT_PARAM,
+@document(
+    IMAGE, CLASSIFIER, AUGMENT,
+    see_also=related("Image", "Regressor", "Embedder"),
     examples="""\
 >>> import numpy as np
 >>> from sktransfer import PretrainedImageClassifier
@@ -105,17 +72,37 @@ PretrainedImageClassifier.__doc__ = compose(
 >>> clf.fit(X, y).predict(X[:2]).shape
 (2,)
 >>> clf.classes_.tolist()
-['cat', 'dog']""",
-) + f"\nAttributes\n----------\nclasses_ : ndarray\n    The labels seen in fit.\n{COMMON_ATTRIBUTES}\n"
+['cat', 'dog']
+>>> clf.transform(X[:2]).shape  # the backbone's embeddings
+(2, 256)""",
+)
+@dataclass(repr=False, eq=False, kw_only=True)
+class PretrainedImageClassifier(_ImageTraining, DomainAdaptationMixin, ClassifierTask):
+    """Image classifier on a pretrained backbone with a new head, trained with skorch."""
 
-PretrainedImageRegressor.__doc__ = compose(
-    "Image regressor on a pretrained backbone; targets are standardised inside and restored.\n" + IMAGE_INPUT,
-    IMAGE_PARAMS, BACKBONE_PARAMS, TRAINING_PARAMS, AUGMENT_PARAM,
-) + f"\nAttributes\n----------\n{COMMON_ATTRIBUTES}\n"
 
-PretrainedImageEmbedder.__doc__ = compose(
-    "Transformer returning a pretrained backbone's pooled image embeddings (no training).\n" + IMAGE_INPUT,
-    IMAGE_PARAMS, BACKBONE_PARAMS,
+@document(
+    IMAGE, REGRESSOR, AUGMENT,
+    see_also=related("Image", "Classifier", "Embedder"),
+    examples="""\
+>>> import numpy as np
+>>> from sktransfer import PretrainedImageRegressor
+>>> rng = np.random.default_rng(0)
+>>> X = rng.integers(0, 255, size=(8, 32, 32, 3), dtype=np.uint8)
+>>> y = X.mean(axis=(1, 2, 3)) / 255
+>>> reg = PretrainedImageRegressor(backbone="test_efficientnet", pretrained=False,
+...                                max_epochs=2, random_state=0)
+>>> reg.fit(X, y).predict(X[:2]).shape
+(2,)""",
+)
+@dataclass(repr=False, eq=False, kw_only=True)
+class PretrainedImageRegressor(_ImageTraining, RegressorTask):
+    """Image regressor on a pretrained backbone with a new head, trained with skorch."""
+
+
+@document(
+    IMAGE, EMBEDDER,
+    see_also=related("Image", "Classifier", "Regressor"),
     examples="""\
 >>> import numpy as np
 >>> from sktransfer import PretrainedImageEmbedder
@@ -123,3 +110,6 @@ PretrainedImageEmbedder.__doc__ = compose(
 >>> PretrainedImageEmbedder(backbone="test_efficientnet", pretrained=False).fit_transform(X).shape
 (3, 256)""",
 )
+@dataclass(repr=False, eq=False, kw_only=True)
+class PretrainedImageEmbedder(_ImageInput, EmbedderBase):
+    """Transformer returning a pretrained backbone's pooled image embeddings (no training)."""

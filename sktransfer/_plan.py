@@ -78,6 +78,9 @@ class FitPlan:
     collate: Any = None
     num_workers: int = 0
     callbacks: list[tuple[str, Any]] = field(default_factory=list)
+    head_solver: str | None = None
+    """The task's kind ("multiclass", "multilabel", "regression") when the linear head is solved to
+    convergence on the embeddings instead of trained by epochs (see :mod:`sktransfer._converged_head`)."""
 
     @property
     def suffix(self) -> nn.Module | None:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelEncoder
-from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
@@ -24,6 +24,10 @@ def _check_length(y, n: int) -> np.ndarray:
         raise ValueError("y is None: fit needs targets, one per sample.")
     raw = y.to_numpy() if hasattr(y, "to_numpy") else y
     y = np.asarray(raw)
+    if y.ndim == 0:
+        raise ValueError(
+            f"y must be an array-like of {n} targets, one per sample; got a single {type(raw).__name__}."
+        )
     if y.dtype.kind == "U" and y.ndim == 1 and any(isinstance(v, float) for v in raw):
         y = np.asarray(raw, dtype=object)  # NaN among str labels: keep it visible, not the string "nan"
     if len(y) != n:
@@ -60,6 +64,8 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
 
     def _prepare_targets(self, y, n: int, classes=None) -> np.ndarray:
         y = _check_length(y, n)
+        if y.ndim > 2:
+            raise ValueError(f"y must be 1-D labels or a 2-D 0/1 indicator matrix, got shape {y.shape}.")
         if _missing(y).any():
             bad = np.flatnonzero(_missing(y))[:5].tolist()
             raise ValueError(f"y has missing labels (None or NaN) at positions {bad}; drop or fill those rows.")
@@ -77,6 +83,18 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
             )
         self.multilabel_ = kind == "multilabel-indicator"
         if self.multilabel_:
+            values = np.unique(y)
+            if not np.isin(values, (0, 1)).all():
+                raise ValueError(
+                    "A 2-D y is read as a multi-label indicator matrix and must hold only 0 and 1, got values "
+                    f"{values[:5].tolist()}. For label lists use sklearn.preprocessing.MultiLabelBinarizer; for "
+                    "several multiclass outputs wrap the classifier in sklearn.multioutput.MultiOutputClassifier."
+                )
+            if self.class_weight is not None or self.label_smoothing:
+                raise ValueError(
+                    "class_weight and label_smoothing apply to single-label targets, not to a multi-label "
+                    "indicator y: leave class_weight=None and label_smoothing=0 (weight rows with sample_weight)."
+                )
             self.classes_ = np.arange(y.shape[1])
             self.n_outputs_ = y.shape[1]
             return y.astype(np.float32)
@@ -108,16 +126,19 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
         Parameters
         ----------
         X : sequence of inputs
+            Images or texts, in any of the forms ``fit`` accepts.
         y : array-like of shape (n_samples,)
             Labels; after the first call, each must be one of ``classes_``.
         classes : array-like, default=None
             Every label the classifier will see; needed in the first call unless ``y`` holds them all.
             Later calls must pass the same labels or None.
         sample_weight : array-like of shape (n_samples,), default=None
+            Per-sample weights of the training loss.
 
         Returns
         -------
-        self
+        self : object
+            The estimator, trained one more epoch.
         """
         fitted = hasattr(self, "net_")
         if fitted:
@@ -127,7 +148,24 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
                     f"classes must stay {self.classes_.tolist()} after the first partial_fit, got {list(classes)}."
                 )
             classes = self.classes_
-        return self._fit(X, y, sample_weight, warm=fitted, classes=classes, epochs=1)
+        return self._fit(X, y, sample_weight, warm=fitted, classes=classes, epochs=1, incremental=True)
+
+    def _check_same_targets(self, before: dict) -> None:
+        """After ``_prepare_targets`` in a warm fit: the targets must be those the fitted head was made for."""
+        def kind(multilabel: bool) -> str:
+            return "multi-label (a 0/1 indicator matrix)" if multilabel else "single-label"
+
+        if self.multilabel_ != before["multilabel_"]:
+            raise ValueError(
+                f"y is {kind(self.multilabel_)}, but the classifier was fitted on {kind(before['multilabel_'])} "
+                "targets; call fit with warm_start=False to start afresh."
+            )
+        if self.classes_.tolist() != before["classes_"].tolist():
+            raise ValueError(
+                f"warm_start=True and partial_fit need the same classes as the previous fit "
+                f"({before['classes_'].tolist()}), got {self.classes_.tolist()}; pass every label to the first "
+                "partial_fit call (classes=...), or set warm_start=False to start afresh."
+            )
 
     def _sample_weights(self, y_encoded, sample_weight, n: int):
         weights = super()._sample_weights(y_encoded, sample_weight, n)
@@ -139,7 +177,11 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
             if unknown:
                 raise ValueError(f"class_weight names labels not in y: {sorted(unknown, key=str)}.")
             class_weight = {int(np.flatnonzero(self.classes_ == k)[0]): v for k, v in class_weight.items()}
-        balanced = compute_sample_weight(class_weight, y_encoded).astype(np.float32)
+        # As scikit-learn does: "balanced" counts each class by its summed sample weight.
+        present = np.unique(y_encoded)
+        per_class = np.ones(self.n_outputs_)
+        per_class[present] = compute_class_weight(class_weight, classes=present, y=y_encoded, sample_weight=weights)
+        balanced = per_class[y_encoded].astype(np.float32)
         return balanced if weights is None else balanced * weights
 
     def _stratify_targets(self, y_encoded):
@@ -157,6 +199,10 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
     def _export_output(self) -> tuple[str, np.ndarray | None, np.ndarray | None]:
         return ("sigmoid" if self.multilabel_ else "softmax"), None, None
 
+    def _solver_kind(self) -> str | None:
+        # Label smoothing is no logistic loss: such heads train by epochs.
+        return None if self.label_smoothing else ("multilabel" if self.multilabel_ else "multiclass")
+
     def _net_kwargs(self) -> dict:
         if self.multilabel_:
             # skorch's default for BCE is a binary (n, 2) output; multi-label needs one sigmoid per label.
@@ -169,10 +215,12 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
         Parameters
         ----------
         X : sequence of inputs
+            Images or texts, in any of the forms ``fit`` accepts.
 
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes)
+            One row per input; rows sum to 1 for single-label targets.
         """
         return self._outputs(X).astype(np.float64)
 
@@ -182,10 +230,12 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
         Parameters
         ----------
         X : sequence of inputs
+            Images or texts, in any of the forms ``fit`` accepts.
 
         Returns
         -------
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_labels)
+            One label from ``classes_`` per input, or one 0/1 row per input for multi-label targets.
         """
         proba = self.predict_proba(X)
         if self.multilabel_:
@@ -193,9 +243,31 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
         return self.classes_[np.argmax(proba, axis=1)]
 
     def score(self, X, y, sample_weight=None) -> float:
-        """Accuracy (subset accuracy for multi-label), with a clear error for labels unseen in fit."""
+        """Return the accuracy on ``(X, y)`` (subset accuracy for multi-label targets).
+
+        Labels not seen in fit raise a ``ValueError`` that names them.
+
+        Parameters
+        ----------
+        X : sequence of inputs
+            Images or texts, in any of the forms ``fit`` accepts.
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            True labels.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Per-sample weights.
+
+        Returns
+        -------
+        score : float
+            Mean accuracy of ``predict(X)`` against ``y``.
+        """
         check_is_fitted(self)
         if not self.multilabel_:
+            shape = np.shape(y)
+            if len(shape) == 2 and shape[1] != 1 or len(shape) > 2:
+                raise ValueError(
+                    f"y has shape {shape}, but this classifier was fitted on 1-D labels: pass one label per sample."
+                )
             unseen = set(np.asarray(y, dtype=object).ravel().tolist()) - set(self.classes_.tolist())
             if unseen:
                 raise ValueError(
@@ -211,6 +283,14 @@ class RegressorTask(RegressorMixin, TrainableEstimator):
 
     def _prepare_targets(self, y, n: int, classes=None) -> np.ndarray:
         y = _check_length(y, n)
+        if y.ndim > 2:
+            raise ValueError(
+                f"y must be 1-D (one target) or 2-D (n_samples, n_targets), got shape {y.shape}; "
+                "reshape it, e.g. y.reshape(len(y), -1)."
+            )
+        if y.dtype.kind == "c":
+            raise ValueError("y has complex values; a regressor needs real numbers (e.g. y.real and y.imag as two "
+                             "targets).")
         try:
             y = y.astype(np.float32)
         except (TypeError, ValueError) as err:
@@ -223,6 +303,14 @@ class RegressorTask(RegressorMixin, TrainableEstimator):
         self.y_scale_ = np.where(y2.std(axis=0) > 0, y2.std(axis=0), 1.0).astype(np.float32)
         self.n_outputs_ = y2.shape[1]
         return ((y2 - self.y_mean_) / self.y_scale_).astype(np.float32)
+
+    def _check_same_targets(self, before: dict) -> None:
+        """After ``_prepare_targets`` in a warm fit: as many targets as the fitted head predicts."""
+        if self.n_outputs_ != before["n_outputs_"]:
+            raise ValueError(
+                f"warm_start=True needs the same number of targets as the previous fit ({before['n_outputs_']}), "
+                f"got {self.n_outputs_}; set warm_start=False to start afresh."
+            )
 
     def _stratify_targets(self, y_encoded):
         return None
@@ -238,16 +326,21 @@ class RegressorTask(RegressorMixin, TrainableEstimator):
     def _export_output(self) -> tuple[str, np.ndarray | None, np.ndarray | None]:
         return "identity", self.y_mean_, self.y_scale_
 
+    def _solver_kind(self) -> str:
+        return "regression"
+
     def predict(self, X) -> np.ndarray:
         """Predicted targets, on the scale of the ``y`` given to fit.
 
         Parameters
         ----------
         X : sequence of inputs
+            Images or texts, in any of the forms ``fit`` accepts.
 
         Returns
         -------
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_targets)
+            One value (or row of values, for a 2-D ``y`` in fit) per input.
         """
         out = self._outputs(X) * self.y_scale_ + self.y_mean_
         return out[:, 0] if self.y_ndim_ == 1 else out

@@ -9,26 +9,12 @@ import numpy as np
 
 from ._backbones import resolve_text_backbone
 from ._cache import text_fingerprint
-from ._docs import BACKBONE_PARAMS, CLASSIFIER_PARAMS, COMMON_ATTRIBUTES, TRAINING_PARAMS, compose
+from ._docs import CLASSIFIER, EMBEDDER, REGRESSOR, TEXT, document, related
+from ._domain import DomainAdaptationMixin
 from ._embedding import BackboneEstimator, EmbedderBase
 from ._tasks import ClassifierTask, RegressorTask
+from ._text_data import TextCollator, TextDataset, check_max_length, check_texts
 from ._validation import StrOptions, positive_int
-from ._text_data import TextCollator, TextDataset, check_texts
-
-TEXT_PARAMS = """\
-backbone : str, default="all-MiniLM-L6-v2"
-    "all-MiniLM-L6-v2" (sentence-transformers weights shipped with sktransfer, works offline), a
-    Hugging Face model id (from the local cache, or the hub when online) or a local directory
-    saved with ``save_pretrained``. The model's own tokenizer is used."""
-
-TEXT_OPTIONS = """\
-max_length : int, default=128
-    Texts are truncated to this many tokens; batches are padded to their longest text (training
-    batches group texts of similar length, predictions run in length order).
-pooling : {"mean", "cls"}, default="mean"
-    How token states become one embedding: attention-masked mean, or the first ([CLS]) token."""
-
-TEXT_INPUT = "\nTexts may be a list, array or pandas Series of non-empty str."
 
 
 @dataclass(repr=False, eq=False, kw_only=True)
@@ -48,7 +34,9 @@ class _TextInput(BackboneEstimator):
         return check_texts(X)
 
     def _resolve_backbone(self):
-        return resolve_text_backbone(self.backbone, self.pretrained, self.pooling)
+        backbone = resolve_text_backbone(self.backbone, self.pretrained, self.pooling)
+        check_max_length(self.max_length, backbone.encoder.model, backbone.tokenizer, self.backbone)
+        return backbone
 
     def _make_dataset(self, items, y=None, sample_weight=None, augment=None):
         return TextDataset(items, y, sample_weight)
@@ -81,43 +69,48 @@ class _TextInput(BackboneEstimator):
         return tags
 
 
-@dataclass(repr=False, eq=False, kw_only=True)
-class PretrainedTextClassifier(_TextInput, ClassifierTask):
-    pass
-
-
-@dataclass(repr=False, eq=False, kw_only=True)
-class PretrainedTextRegressor(_TextInput, RegressorTask):
-    pass
-
-
-@dataclass(repr=False, eq=False, kw_only=True)
-class PretrainedTextEmbedder(_TextInput, EmbedderBase):
-    pass
-
-
-PretrainedTextClassifier.__doc__ = compose(
-    "Text classifier on a pretrained transformer with a new head, trained with skorch.\n" + TEXT_INPUT,
-    TEXT_PARAMS, TEXT_OPTIONS, BACKBONE_PARAMS, TRAINING_PARAMS, CLASSIFIER_PARAMS,
+@document(
+    TEXT, CLASSIFIER,
+    see_also=related("Text", "Regressor", "Embedder"),
     examples="""\
 >>> from sktransfer import PretrainedTextClassifier
 >>> X = ["a wonderful film", "great acting", "dull and boring", "a waste of time"] * 3
 >>> y = ["pos", "pos", "neg", "neg"] * 3
 >>> clf = PretrainedTextClassifier(max_epochs=20, random_state=0).fit(X, y)
 >>> clf.predict(["great film", "boring"]).tolist()
-['pos', 'neg']""",
-) + f"\nAttributes\n----------\nclasses_ : ndarray\n    The labels seen in fit.\n{COMMON_ATTRIBUTES}\n"
+['pos', 'neg']
+>>> clf.transform(["great film"]).shape  # the backbone's embeddings
+(1, 384)""",
+)
+@dataclass(repr=False, eq=False, kw_only=True)
+class PretrainedTextClassifier(_TextInput, DomainAdaptationMixin, ClassifierTask):
+    """Text classifier on a pretrained transformer with a new head, trained with skorch."""
 
-PretrainedTextRegressor.__doc__ = compose(
-    "Text regressor on a pretrained transformer; targets are standardised inside and restored.\n" + TEXT_INPUT,
-    TEXT_PARAMS, TEXT_OPTIONS, BACKBONE_PARAMS, TRAINING_PARAMS,
-) + f"\nAttributes\n----------\n{COMMON_ATTRIBUTES}\n"
 
-PretrainedTextEmbedder.__doc__ = compose(
-    "Transformer returning a pretrained text model's pooled embeddings (no training).\n" + TEXT_INPUT,
-    TEXT_PARAMS, TEXT_OPTIONS, BACKBONE_PARAMS,
+@document(
+    TEXT, REGRESSOR,
+    see_also=related("Text", "Classifier", "Embedder"),
+    examples="""\
+>>> from sktransfer import PretrainedTextRegressor
+>>> X = ["a wonderful film", "great acting", "dull and boring", "a waste of time"] * 3
+>>> y = [4.5, 4.0, 1.5, 1.0] * 3
+>>> reg = PretrainedTextRegressor(max_epochs=5, random_state=0).fit(X, y)
+>>> reg.predict(["great film", "boring"]).shape
+(2,)""",
+)
+@dataclass(repr=False, eq=False, kw_only=True)
+class PretrainedTextRegressor(_TextInput, RegressorTask):
+    """Text regressor on a pretrained transformer with a new head, trained with skorch."""
+
+
+@document(
+    TEXT, EMBEDDER,
+    see_also=related("Text", "Classifier", "Regressor"),
     examples="""\
 >>> from sktransfer import PretrainedTextEmbedder
 >>> PretrainedTextEmbedder().fit_transform(["hello world", "good morning"]).shape
 (2, 384)""",
 )
+@dataclass(repr=False, eq=False, kw_only=True)
+class PretrainedTextEmbedder(_TextInput, EmbedderBase):
+    """Transformer returning a pretrained text model's pooled embeddings (no training)."""

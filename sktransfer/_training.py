@@ -13,6 +13,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
+from skorch import NeuralNetClassifier
 from skorch.callbacks import EarlyStopping, LRScheduler, ProgressBar
 from skorch.helper import predefined_split
 from skorch.history import History
@@ -21,18 +22,21 @@ from torch.utils.data import default_collate
 from ._adapters import AdapterOptions, attach_adapter, restore_adapter
 from ._cache import feature_cache
 from ._callbacks import GradualUnfreezing, LRLogger
+from ._converged_head import solve_head
 from ._device import cuda_indices, resolve_device
 from ._domain import split_domains
 from ._embedding import BackboneEstimator
+from ._export import ExportMixin
 from ._freezing import apply_freeze, frozen_names, n_frozen_blocks, validate_freeze_layers
 from ._heads import Head, TransferModule
 from ._optim import HEAD_LR, Rates, ScheduleFactor, resolve_rates
-from ._export import ExportMixin
 from ._plan import FitPlan, Stage, Trainable, precomputed_dataset
 from ._plotting import plot_history
 from ._prefix import PrefixSplit, split_frozen_prefix
 from ._validation import Interval, StrOptions, fraction, positive_int, positive_real
 
+# What _prepare_targets sets: restored when a warm fit fails on its targets.
+_TARGET_ATTRIBUTES = ("classes_", "multilabel_", "n_outputs_", "y_mean_", "y_scale_", "y_ndim_")
 _STANDARDIZATION_SAMPLE = 64  # embedded (and cached) before fine-tuning to fit the head standardisation
 
 
@@ -50,6 +54,7 @@ class TrainableEstimator(ExportMixin, BackboneEstimator):
     weight_decay: float = 0.01
     dropout: float = 0.0
     head_hidden: tuple = ()
+    C: float | str | None = 1.0
     optimizer: str = "adamw"
     lr_schedule: str = "constant"
     warmup: float | str = "auto"
@@ -79,6 +84,7 @@ class TrainableEstimator(ExportMixin, BackboneEstimator):
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "dropout": [fraction],
         "head_hidden": [tuple, list],
+        "C": [positive_real, StrOptions({"cv"}), None],
         "optimizer": [StrOptions({"adamw", "adam", "sgd"})],
         "lr_schedule": [StrOptions({"constant", "cosine", "linear", "onecycle"})],
         "warmup": [fraction, StrOptions({"auto"})],
@@ -137,7 +143,8 @@ class TrainableEstimator(ExportMixin, BackboneEstimator):
 
         Returns
         -------
-        self
+        self : object
+            The fitted estimator.
         """
         warm = self.warm_start and hasattr(self, "net_")
         self.__dict__.pop("validation_history_", None)
@@ -153,11 +160,25 @@ class TrainableEstimator(ExportMixin, BackboneEstimator):
         return self
 
     def _fit(self, X, y, sample_weight=None, *, warm: bool, classes=None, epochs: int | None = None,
-             validate: bool = True, sample_domain=None):
+             validate: bool = True, incremental: bool = False, sample_domain=None):
         self._validate()
         items = self._check_inputs(X)
         items, y, sample_weight, target = self._split_domains(items, y, sample_weight, sample_domain)
-        y_encoded = self._prepare_targets(y, len(items), classes)
+        before = {k: v for k, v in vars(self).items() if k in _TARGET_ATTRIBUTES} if warm else {}
+        try:
+            y_encoded = self._prepare_targets(y, len(items), classes)
+            if warm:
+                self._check_same_targets(before)
+        except Exception:
+            self.__dict__.update(before)  # a failed warm fit leaves the fitted model as it was
+            raise
+        if self.early_stopping and validate and self.monitor == "valid_acc" and not issubclass(
+                self._net_class, NeuralNetClassifier):
+            raise ValueError(
+                "monitor='valid_acc' needs single-label classification: accuracy is not recorded for "
+                f"{'multi-label' if getattr(self, 'multilabel_', False) else 'regression'} targets. "
+                "Use monitor='valid_loss'."
+            )
         weights = self._sample_weights(y_encoded, sample_weight, len(items))
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         if not warm:
@@ -166,11 +187,15 @@ class TrainableEstimator(ExportMixin, BackboneEstimator):
         with torch.random.fork_rng(devices=cuda_indices(device)):
             torch.manual_seed(seed)
             plan = self._plan_fit(items, y_encoded, weights, warm=warm, seed=seed, epochs=epochs, validate=validate,
-                                  target=target)
+                                  incremental=incremental, target=target)
             net = self._make_net(plan)
             plan.module.use_suffix(plan.suffix)
             try:
-                net.fit(plan.train_data, plan.train_data.y)
+                if plan.head_solver is None:
+                    net.fit(plan.train_data, plan.train_data.y)
+                    self.C_ = None
+                else:
+                    self.C_ = solve_head(net, plan, kind=plan.head_solver, C=self.C, seed=seed)
             finally:
                 plan.module.use_suffix(None)
                 net.iterator_train__sampler = None  # its per-item lengths are not part of the model
@@ -179,11 +204,11 @@ class TrainableEstimator(ExportMixin, BackboneEstimator):
         self.net_ = net
         self.history_ = net.history
         self.n_epochs_ = len(net.history)
-        self.best_epoch_ = self._best_epoch()
+        self.best_epoch_ = 1 if plan.head_solver else self._best_epoch()
         return self
 
     def _plan_fit(self, items: list, y: np.ndarray, weights: np.ndarray | None, *, warm: bool, seed: int,
-                  epochs: int | None, validate: bool, target: list | None = None) -> FitPlan:
+                  epochs: int | None, validate: bool, incremental: bool, target: list | None = None) -> FitPlan:
         """Decide, in order, everything this fit trains with; record the fitted attributes it defines."""
         if warm:
             module, blocks = self._reuse_module()
@@ -227,9 +252,16 @@ class TrainableEstimator(ExportMixin, BackboneEstimator):
             collate=self._collate_fn() if raw else None,
             num_workers=self.num_workers_ if raw else 0,
             callbacks=self._callbacks(trainable.blocks, len(train_idx), epochs, rates.warmup, valid_data is not None),
+            head_solver=self._head_solver(stage, incremental, target is None),
         )
         # Unlabelled target-domain rows (domain adaptation, see _domain.py): their dataset and mixed batches.
         return plan if target is None else self._add_target_stream(plan, target, weighted=weights is not None)
+
+    def _head_solver(self, stage: Stage, incremental: bool, single_domain: bool) -> str | None:
+        """The convex problem a linear head on fixed embeddings solves to convergence, if it does (see ``C``)."""
+        converge = (stage is Stage.EMBEDDINGS and self.C is not None and not self.head_hidden and not incremental
+                    and single_domain)
+        return self._solver_kind() if converge else None
 
     def _build_module(self) -> tuple[TransferModule, list[list[str]]]:
         backbone = self._setup_backbone()
@@ -282,11 +314,27 @@ class TrainableEstimator(ExportMixin, BackboneEstimator):
         indices = np.arange(len(y_encoded))
         if not (self.early_stopping and validate):
             return indices, None
+        n = len(indices)
+        if n - math.ceil(self.validation_fraction * n) < 1:
+            raise ValueError(
+                f"early_stopping=True holds out validation_fraction={self.validation_fraction} of the {n} samples, "
+                "which leaves none to train on: lower validation_fraction, add data, or set early_stopping=False."
+            )
         stratify = self._stratify_targets(y_encoded)
         try:
-            return train_test_split(indices, test_size=self.validation_fraction, random_state=seed, stratify=stratify)
+            train, valid = train_test_split(indices, test_size=self.validation_fraction, random_state=seed,
+                                            stratify=stratify)
         except ValueError:
-            return train_test_split(indices, test_size=self.validation_fraction, random_state=seed)
+            train, valid = train_test_split(indices, test_size=self.validation_fraction, random_state=seed)
+        if stratify is not None:
+            absent = np.setdiff1d(np.unique(stratify), stratify[train])
+            if absent.size:
+                raise ValueError(
+                    f"early_stopping=True holds out validation_fraction={self.validation_fraction} of the {n} "
+                    f"samples, which leaves no training sample of class {self.classes_[absent].tolist()}: lower "
+                    "validation_fraction, add data, or set early_stopping=False."
+                )
+        return train, valid
 
     def _split_domains(self, items: list, y, sample_weight, sample_domain):
         """Source rows and target items; only the classifiers adapt (``DomainAdaptationMixin``)."""
@@ -295,9 +343,15 @@ class TrainableEstimator(ExportMixin, BackboneEstimator):
     def _sample_weights(self, y_encoded, sample_weight, n: int):
         if sample_weight is None:
             return None
-        weights = np.asarray(sample_weight, dtype=np.float32)
+        try:
+            weights = np.asarray(sample_weight, dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"sample_weight must be {n} finite non-negative numbers; it could not be read as "
+                             f"numbers ({err}).") from err
         if weights.shape != (n,) or not np.isfinite(weights).all() or (weights < 0).any():
             raise ValueError(f"sample_weight must be {n} finite non-negative numbers, got shape {weights.shape}.")
+        if not weights.any():
+            raise ValueError("sample_weight is zero for every sample: at least one weight must be positive.")
         return weights
 
     def _fit_standardization(self, module, items, features, train_idx, trainable: Trainable) -> None:
@@ -387,6 +441,7 @@ class TrainableEstimator(ExportMixin, BackboneEstimator):
         Returns
         -------
         fig : matplotlib.figure.Figure
+            The figure, one panel per recorded quantity.
         """
         check_is_fitted(self)
         return plot_history(self.history_, self.best_epoch_)

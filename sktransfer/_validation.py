@@ -11,7 +11,12 @@ from __future__ import annotations
 import re
 from numbers import Integral, Real
 
-from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
+from sklearn.utils._param_validation import (
+    Interval,
+    InvalidParameterError,
+    StrOptions,
+    validate_parameter_constraints,
+)
 
 __all__ = ["Interval", "StrOptions", "check_device", "fraction", "positive_int", "positive_real", "validate_params"]
 
@@ -28,10 +33,15 @@ def validate_params(estimator) -> None:
     for klass in reversed(type(estimator).__mro__):
         constraints.update(vars(klass).get("_parameter_constraints", {}))
     params = estimator.get_params(deep=False)
-    validate_parameter_constraints(
-        {name: rule for name, rule in constraints.items() if name in params}, params,
-        caller_name=type(estimator).__name__,
-    )
+    constraints = {name: rule for name, rule in constraints.items() if name in params}
+    validate_parameter_constraints(constraints, params, caller_name=type(estimator).__name__)
+    for name, rules in constraints.items():
+        # scikit-learn's Interval(Integral, ...) accepts bools (bool subclasses int); True is no batch size.
+        if isinstance(params[name], bool) and any(isinstance(r, Interval) and r.type is Integral for r in rules):
+            raise InvalidParameterError(
+                f"The {name!r} parameter of {type(estimator).__name__} must be an int, not a bool. "
+                f"Got {params[name]!r} instead."
+            )
 
 
 def check_device(device: str) -> None:

@@ -96,4 +96,5 @@ def write_png_files(folder, n: int, size: int) -> list[str]:
 
 def requires_shared_data(*parts: str):
     """Skip unless ../shared/data/<parts> exists (it does in CI)."""
-    return pytest.mark.skipif(not SHARED_DATA.joinpath(*parts).exists(), reason=f"{SHARED_DATA.joinpath(*parts)} is absent")
+    path = SHARED_DATA.joinpath(*parts)
+    return pytest.mark.skipif(not path.exists(), reason=f"{path} is absent")

@@ -7,11 +7,11 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import SKLEARN_API_CHECKS
 import torch
 from sklearn.model_selection import GridSearchCV
 from sklearn.utils import estimator_checks
 
+from conftest import SKLEARN_API_CHECKS
 from sktransfer import PretrainedImageClassifier, PretrainedTextClassifier
 from sktransfer._persistence import load
 

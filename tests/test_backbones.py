@@ -9,8 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from sktransfer import PretrainedImageClassifier, PretrainedTextClassifier
-from sktransfer import _backbones
+from sktransfer import PretrainedImageClassifier, PretrainedTextClassifier, _backbones
 from sktransfer._backbones import resolve_image_backbone, resolve_text_backbone
 
 

@@ -6,10 +6,10 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from conftest import write_png_files
 from PIL import Image
 from sklearn.exceptions import NotFittedError
 
+from conftest import write_png_files
 from sktransfer import (
     PretrainedImageClassifier,
     PretrainedImageEmbedder,

@@ -17,8 +17,9 @@ def test_grid_search_on_a_dask_cluster_matches_n_jobs_1(tiny_image_params, image
     estimator = PretrainedImageClassifier(**{**tiny_image_params, "max_epochs": 2}, device="cpu")
     grid = {"lr": [1e-5, 1e-2]}
     serial = GridSearchCV(estimator, grid, cv=2, scoring="neg_log_loss", n_jobs=1).fit(X, y)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client, parallel_backend("dask"):
+    cluster_options = {"n_workers": 2, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+    with distributed.LocalCluster(**cluster_options) as cluster, distributed.Client(cluster) as client, \
+            parallel_backend("dask"):
         on_dask = GridSearchCV(estimator, grid, cv=2, scoring="neg_log_loss").fit(X, y)
         used = client.run(_ran_sktransfer)
     assert on_dask.best_params_ == serial.best_params_

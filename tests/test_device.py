@@ -13,8 +13,7 @@ from joblib import Parallel, delayed
 from PIL import Image
 from sklearn.model_selection import GridSearchCV
 
-from sktransfer import PretrainedImageClassifier, PretrainedImageEmbedder, PretrainedTextClassifier
-from sktransfer import _device
+from sktransfer import PretrainedImageClassifier, PretrainedImageEmbedder, PretrainedTextClassifier, _device
 from sktransfer._device import resolve_device, resolve_precision, wants_channels_last
 from sktransfer._heads import TransferModule
 from sktransfer._text_data import TextCollator

@@ -6,8 +6,8 @@ import csv
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, requires_shared_data
 
+from conftest import SHARED_DATA, requires_shared_data
 from sktransfer import PretrainedImageClassifier, PretrainedTextClassifier, load_image_folder
 
 

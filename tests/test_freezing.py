@@ -123,13 +123,15 @@ def test_blocks_cover_every_parameter_once(family):
 
 
 @pytest.mark.parametrize("estimator_class", [PretrainedImageClassifier, PretrainedTextClassifier])
-@pytest.mark.parametrize(("value", "error"), [("some", ValueError), (99, ValueError), (1.5, TypeError), ([1], TypeError)])
+@pytest.mark.parametrize(
+    ("value", "error"), [("some", ValueError), (99, ValueError), (1.5, TypeError), ([1], TypeError)]
+)
 def test_invalid_freeze_layers_lists_the_valid_forms(estimator_class, value, error, tiny_bert_dir):
     if estimator_class is PretrainedImageClassifier:
         clf = estimator_class(backbone="test_efficientnet", pretrained=False, freeze_layers=value)
         X = np.zeros((2, 32, 32, 3), dtype=np.uint8)
     else:
-        clf = estimator_class(backbone=tiny_bert_dir, freeze_layers=value)
+        clf = estimator_class(backbone=tiny_bert_dir, max_length=16, freeze_layers=value)
         X = ["good", "bad"]
     with pytest.raises(error) as info:
         clf.fit(X, ["a", "b"])

@@ -178,7 +178,7 @@ def test_export_onnx_without_onnx_installed(image_clf, tmp_path):
 
 def test_warm_start_continues(image_data, tiny_image_params):
     X, y = image_data
-    params = {**tiny_image_params, "lr": 1e-2}
+    params = {**tiny_image_params, "lr": 1e-2, "C": None}
     first = PretrainedImageClassifier(**params).fit(X, y)
     first_losses = first.history_[:, "train_loss"]
     cold = PretrainedImageClassifier(**params).fit(X, y).fit(X, y)

@@ -82,7 +82,8 @@ def test_changed_images_get_new_prefix_outputs(tiny_timm_dir, noisy_images, raw_
     X2[:5] = 255 - X2[:5]
     raw_image_items.clear()
     PretrainedImageClassifier(**params).fit(X2, y)
-    assert sum(raw_image_items) == 4 + 5 + 5  # the split check; the 5 changed images, for the standardisation and the prefix
+    # The split check; the 5 changed images, for the standardisation and the prefix.
+    assert sum(raw_image_items) == 4 + 5 + 5
 
 
 class _NotSequential(nn.Module):
@@ -111,7 +112,9 @@ def test_prefix_outputs_over_the_cache_bound_are_not_cached(tiny_image_params, n
     assert not clf.prefix_cached_
 
 
-@pytest.mark.parametrize("option", [{"augment": "light"}, {"unfreeze_every": 1}, {"cache": False}, {"freeze_layers": 0}])
+@pytest.mark.parametrize(
+    "option", [{"augment": "light"}, {"unfreeze_every": 1}, {"cache": False}, {"freeze_layers": 0}]
+)
 def test_prefix_cache_is_off_where_the_prefix_changes(tiny_image_params, noisy_images, option):
     clf = PretrainedImageClassifier(**{**tiny_image_params, "freeze_layers": -2, **option}).fit(*noisy_images)
     assert not clf.prefix_cached_

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SKLEARN_API_CHECKS
 from sklearn.metrics import r2_score
 from sklearn.preprocessing import MultiLabelBinarizer
 from sklearn.utils import estimator_checks
 
+from conftest import SKLEARN_API_CHECKS
 from sktransfer import PretrainedImageClassifier, PretrainedImageRegressor, PretrainedTextRegressor
 
 SKLEARN_CHECKS = SKLEARN_API_CHECKS

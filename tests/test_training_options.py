@@ -24,7 +24,8 @@ def _images(n_per_class: int, seed: int = 0):
 
 
 def _clf(tiny_image_params, **params) -> PretrainedImageClassifier:
-    return PretrainedImageClassifier(**{**tiny_image_params, "num_workers": 0, **params})
+    # C=None: the head trains by epochs, as these options need (a converged head has no epochs).
+    return PretrainedImageClassifier(**{**tiny_image_params, "num_workers": 0, "C": None, **params})
 
 
 # ------------------------------------------------------------------------ early stopping and split
@@ -133,7 +134,8 @@ def test_unfreeze_every_opens_one_more_block_from_the_top(tiny_image_params, ima
     gradual = _clf(tiny_image_params, max_epochs=3, batch_size=8, unfreeze_every=1).fit(X, y)
     n = len(gradual.blocks_)
     assert gradual.history_[:, "n_frozen_blocks"] == [n, n - 1, n - 2]
-    encoder, initial = dict(gradual.net_.module_.encoder.named_parameters()), dict(frozen.net_.module_.encoder.named_parameters())
+    encoder = dict(gradual.net_.module_.encoder.named_parameters())
+    initial = dict(frozen.net_.module_.encoder.named_parameters())
     for i, block in enumerate(gradual.blocks_):
         opened = i >= n - 2
         assert all(encoder[name].requires_grad == opened for name in block)

@@ -9,10 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import psutil
 import pytest
-from conftest import write_png_files
 import torch
-from PIL import Image
 
+from conftest import write_png_files
 from sktransfer import PretrainedImageClassifier
 
 N_FILES = 2000
@@ -23,7 +22,9 @@ RSS_BOUND_MB = 300
 def fitted(image_data):
     """A classifier on a one-layer conv backbone: the test measures streaming, not the network."""
     torch.manual_seed(0)
-    backbone = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 5, stride=4), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    backbone = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 5, stride=4), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    )
     clf = PretrainedImageClassifier(backbone=backbone, batch_size=100, cache=False, max_epochs=2, random_state=0)
     return clf.fit(*image_data)
 

@@ -1,0 +1,418 @@
+"""CPU speed: sktransfer against a plain PyTorch loop and against the backbone's bare forward, in one run.
+
+Images: hymenoptera JPEGs, efficientnet_lite0 (packaged weights). Texts: SST-2 (``test.tsv`` sentences
+to predict, ``train.tsv`` phrases to train on), all-MiniLM-L6-v2, max_length 128. Batch 32 throughout.
+
+- plain loop: what one writes by hand: PIL decode and timm's eval transform per image (the tokenizer per
+  batch of texts, padded to the longest, in the given order), a DataLoader, the model in its default
+  (NCHW) memory format; training: AdamW, cross-entropy, the same trainable blocks as sktransfer;
+- bare forward: the backbone alone on tensors preprocessed beforehand (texts: tokenised and length
+  sorted as sktransfer does), in its fastest memory format (both formats are timed; images only);
+- sktransfer: ``transform`` of an embedder and ``predict_proba`` of a frozen-backbone classifier
+  (``cache=False``), one-epoch ``fit`` (``max_epochs=1``; it includes the embedding pass that fits the
+  head's standardisation and, with ``cache=True``, the frozen prefix's pass), and int8 dynamic
+  quantisation of the text backbone (``_quantize.quantize_int8``) with its accuracy change (logistic
+  regression on the embeddings, SST-2 test);
+- grid search: ``GridSearchCV`` (8 candidates x 5 folds and the refit, frozen backbone, feature cache on)
+  with the backbone read from disk at every fit (weights cache off: before) and once (on: after).
+
+Every method first runs on a few items (imports, first allocations); then all run interleaved, ``REPEATS``
+times, and the fastest run of each counts. Ratios compare methods of the same run: on a shared machine the
+absolute figures move with the load, ratios much less. Run ``python -m benchmarks --only inference --out DIR``
+(``--full`` for the whole data).
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ._harness import (
+    SHARED_DATA,
+    headline,
+    markdown_table,
+    read_hymenoptera,
+    read_sst2,
+    synthetic_images,
+    synthetic_texts,
+    tiny,
+    tiny_text_backbone,
+    write_result,
+)
+
+TINY = True
+BATCH, LR = 32, 1e-4
+SIZES = {  # images to predict, images to train on, texts to predict, texts to train on, grid-search items
+    "tiny": dict(images=16, train_images=16, texts=16, train_texts=16, grid=16, cv=2, grid_points=2),
+    "quick": dict(images=64, train_images=64, texts=256, train_texts=256, grid=40, cv=5, grid_points=8),
+    "full": dict(images=None, train_images=None, texts=None, train_texts=1024, grid=None, cv=5, grid_points=8),
+}
+REPEATS = {"tiny": 1, "quick": 1, "full": 2}
+GRID = {"C": [0.01, 0.1, 1.0, 10.0], "head_hidden": [(), (32,)]}
+
+
+# ----------------------------------------------------------------- data
+def _image_data(mode: str, split: str, n: int | None) -> tuple[list[str], np.ndarray]:
+    if tiny():
+        arrays, labels = synthetic_images(n or 16)
+        folder = Path(tempfile.mkdtemp(prefix="sktransfer_bench_"))
+        paths = []
+        for i, array in enumerate(arrays):
+            paths.append(str(folder / f"{i}.jpg"))
+            Image.fromarray(np.kron(array, np.ones((4, 4, 1), dtype=np.uint8))).save(paths[-1])
+        return paths, (np.asarray(labels) == "light").astype(int)
+    if not (SHARED_DATA / "hymenoptera").is_dir():
+        raise FileNotFoundError(f"{SHARED_DATA / 'hymenoptera'} is absent: this benchmark needs hymenoptera.")
+    paths, labels = read_hymenoptera(split)
+    y = (np.asarray(labels) == "bees").astype(int)
+    keep = np.sort(np.random.default_rng(0).permutation(len(paths))[:n]) if n else np.arange(len(paths))
+    return [paths[i] for i in keep], y[keep]
+
+
+def _text_data(split: str, n: int | None) -> tuple[list[str], np.ndarray]:
+    if tiny():
+        X, y = synthetic_texts(n or 16)
+        return X, np.asarray(y)
+    if not (SHARED_DATA / "sst2").is_dir():
+        raise FileNotFoundError(f"{SHARED_DATA / 'sst2'} is absent: this benchmark needs SST-2.")
+    X, y = read_sst2(split, n)
+    return X, np.asarray(y)
+
+
+def _image_backbone():
+    from sktransfer._backbones import resolve_image_backbone
+
+    return resolve_image_backbone(*(("test_efficientnet", False) if tiny() else ("efficientnet_lite0", True)))
+
+
+def _text_backbone(attn: str | None = None):
+    from transformers import AutoModel
+
+    from sktransfer._backbones import TextEncoder, _text_source, resolve_text_backbone
+
+    name = tiny_text_backbone() if tiny() else "all-MiniLM-L6-v2"
+    backbone = resolve_text_backbone(name)
+    if attn is not None:
+        backbone.encoder = TextEncoder(AutoModel.from_pretrained(_text_source(name), attn_implementation=attn))
+    return backbone
+
+
+def _image_params() -> dict:
+    return {"backbone": "test_efficientnet", "pretrained": False} if tiny() else {}
+
+
+def _text_params() -> dict:
+    return {"backbone": tiny_text_backbone()} if tiny() else {}
+
+
+# ------------------------------------------------------- plain loops
+class _Files(torch.utils.data.Dataset):
+    def __init__(self, items, y, transform):
+        self.items, self.y, self.transform = items, y, transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.transform(self.items[i]), int(self.y[i])
+
+
+def _pil_transform(data_config: dict):
+    import timm.data
+
+    transform = timm.data.create_transform(**data_config, is_training=False)
+    return lambda path: transform(Image.open(path).convert("RGB"))
+
+
+def _text_collate(tokenizer, padding="longest"):
+    def collate(batch):
+        texts, ys = zip(*batch)
+        tokens = tokenizer(list(texts), padding=padding, truncation=True, max_length=128, return_tensors="pt")
+        return dict(tokens), torch.as_tensor(ys)
+    return collate
+
+
+def plain_predict(modality: str, X, backbone, padding: str = "longest") -> np.ndarray:
+    """Embeddings by a hand-written inference loop (default memory format)."""
+    if modality == "images":
+        loader = torch.utils.data.DataLoader(_Files(X, np.zeros(len(X)), _pil_transform(backbone.data_config)),
+                                             batch_size=BATCH)
+    else:
+        loader = torch.utils.data.DataLoader(_Files(X, np.zeros(len(X)), lambda t: t), batch_size=BATCH,
+                                             collate_fn=_text_collate(backbone.tokenizer, padding))
+    encoder = backbone.encoder.eval()
+    with torch.inference_mode():
+        return torch.cat([encoder(**xb) if isinstance(xb, dict) else encoder(xb) for xb, _ in loader]).numpy()
+
+
+def plain_train(modality: str, X, y, backbone, freeze_layers) -> None:
+    """One epoch of hand-written fine-tuning with sktransfer's split into trainable and frozen blocks."""
+    from sktransfer._freezing import frozen_names
+
+    encoder = copy.deepcopy(backbone.encoder)
+    names = [name for name, _ in encoder.named_parameters()]
+    frozen = set(frozen_names(backbone.blocks, freeze_layers, names))
+    for name, param in encoder.named_parameters():
+        param.requires_grad_(name not in frozen)
+    head = torch.nn.Linear(backbone.num_features, 2)
+    params = [p for p in [*encoder.parameters(), *head.parameters()] if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=LR)
+    if modality == "images":
+        dataset, collate = _Files(X, y, _pil_transform(backbone.data_config)), None
+    else:
+        dataset, collate = _Files(X, y, lambda t: t), _text_collate(backbone.tokenizer)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, collate_fn=collate,
+                                         generator=torch.Generator().manual_seed(0))
+    encoder.train()
+    for xb, yb in loader:
+        features = encoder(**xb) if isinstance(xb, dict) else encoder(xb)
+        loss = torch.nn.functional.cross_entropy(head(features), yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+def bare_forward(modality: str, X, backbone) -> dict[str, float]:
+    """Seconds of the backbone's forward alone, per memory format (preprocessing done beforehand)."""
+    encoder = copy.deepcopy(backbone.encoder).eval()
+    if modality == "texts":
+        order = np.argsort([len(t) for t in X], kind="stable")
+        collate = _text_collate(backbone.tokenizer)
+        batches = [collate([(X[i], 0) for i in order[s:s + BATCH]])[0] for s in range(0, len(X), BATCH)]
+        formats = {"default": torch.contiguous_format}
+    else:
+        transform = _pil_transform(backbone.data_config)
+        tensors = torch.stack([transform(path) for path in X])
+        batches = list(tensors.split(BATCH))
+        formats = {"NCHW": torch.contiguous_format, "channels_last": torch.channels_last}
+    seconds = {}
+    for name, memory_format in formats.items():
+        encoder = encoder.to(memory_format=memory_format)
+        inputs = [b if isinstance(b, dict) else b.contiguous(memory_format=memory_format) for b in batches]
+        with torch.inference_mode():
+            encoder(**inputs[0]) if isinstance(inputs[0], dict) else encoder(inputs[0])
+            start = time.perf_counter()
+            for b in inputs:
+                encoder(**b) if isinstance(b, dict) else encoder(b)
+        seconds[name] = time.perf_counter() - start
+    return seconds
+
+
+# ------------------------------------------------------------ sktransfer
+def sk_transform(modality: str, X, quantize: bool = False) -> np.ndarray:
+    from sktransfer import PretrainedImageEmbedder, PretrainedTextEmbedder
+    from sktransfer._quantize import quantize_int8
+
+    if modality == "images":
+        embedder = PretrainedImageEmbedder(cache=False, batch_size=BATCH, **_image_params()).fit(X[:2])
+    else:
+        embedder = PretrainedTextEmbedder(cache=False, batch_size=BATCH, **_text_params()).fit(X[:2])
+    if quantize:
+        quantize_int8(embedder)
+    return embedder.transform(X)
+
+
+def sk_predict(modality: str, X, y) -> np.ndarray:
+    from sktransfer import PretrainedImageClassifier, PretrainedTextClassifier
+
+    cls, params = ((PretrainedImageClassifier, _image_params()) if modality == "images"
+                   else (PretrainedTextClassifier, _text_params()))
+    few = np.concatenate([np.flatnonzero(y == label)[:2] for label in (0, 1)])
+    clf = cls(freeze_layers="all", cache=False, batch_size=BATCH, random_state=0, **params)
+    clf.fit([X[i] for i in few], y[few])
+    return clf.predict_proba(X)
+
+
+def sk_train(modality: str, X, y, freeze_layers, cache: bool) -> None:
+    from sktransfer import PretrainedImageClassifier, PretrainedTextClassifier, feature_cache
+
+    feature_cache.clear()
+    cls, params = ((PretrainedImageClassifier, _image_params()) if modality == "images"
+                   else (PretrainedTextClassifier, _text_params()))
+    cls(freeze_layers=freeze_layers, max_epochs=1, lr=LR, batch_size=BATCH, cache=cache, random_state=0,
+        **params).fit(X, y)
+
+
+def grid_search(modality: str, X, y, size: dict, keep_weights: bool) -> tuple[float, int]:
+    """Seconds and backbone loads of one GridSearchCV, with the weights cache on or off."""
+    from sklearn.model_selection import GridSearchCV
+
+    from sktransfer import PretrainedImageClassifier, PretrainedTextClassifier, feature_cache
+    from sktransfer._weights_cache import backbone_cache
+
+    cls, params = ((PretrainedImageClassifier, _image_params()) if modality == "images"
+                   else (PretrainedTextClassifier, _text_params()))
+    # tiny mode's random backbones are never kept (nothing names their weights): a local copy is.
+    if tiny() and modality == "images":
+        params = {"backbone": _tiny_local_dir()}
+    grid = GRID if size["grid_points"] == 8 else {"C": GRID["C"][:size["grid_points"]]}
+    feature_cache.clear()
+    backbone_cache.clear()
+    loads = backbone_cache.loads
+    search = GridSearchCV(cls(freeze_layers="all", batch_size=BATCH, random_state=0, **params), grid, cv=size["cv"])
+    start = time.perf_counter()
+    with mock.patch.object(backbone_cache, "max_bytes", backbone_cache.max_bytes if keep_weights else 0):
+        search.fit(X, y)
+    return time.perf_counter() - start, backbone_cache.loads - loads
+
+
+def _tiny_local_dir() -> str:
+    global _TINY_TIMM
+    if _TINY_TIMM is None:
+        import timm
+        from timm.models import save_for_hf
+
+        _TINY_TIMM = tempfile.mkdtemp(prefix="sktransfer_tiny_timm_")
+        save_for_hf(timm.create_model("test_efficientnet", pretrained=False), _TINY_TIMM)
+    return _TINY_TIMM
+
+
+_TINY_TIMM: str | None = None
+
+
+# ----------------------------------------------------------------- run
+def _best(methods: dict, repeats: int) -> dict[str, float]:
+    """The fastest of ``repeats`` interleaved runs of each method (after one warm-up run each on few items)."""
+    best = {name: float("inf") for name in methods}
+    for _ in range(repeats):
+        for name, method in methods.items():
+            start = time.perf_counter()
+            method()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def _rows(section: str, n: int, seconds: dict[str, float], plain: str, bare: float | None) -> list[dict]:
+    return [{"task": section, "method": name, "items/s": n / s, "x plain loop": seconds[plain] / s,
+             "x bare forward": (bare / s) if bare else ""} for name, s in seconds.items()]
+
+
+def _serial(method, *args):
+    """``method(*args)`` with sktransfer's parallel decoding switched off (one image after the other)."""
+    from sktransfer._image_data import ImageDataset
+
+    with mock.patch.object(ImageDataset, "__getitems__", None):
+        return method(*args)
+
+
+def run(quick: bool, out_dir: Path) -> Path:
+    """Measure everything on images and texts; write ``inference.md``; return its path."""
+    mode = "tiny" if tiny() else "quick" if quick else "full"
+    size, repeats = SIZES[mode], REPEATS[mode]
+    image_bb, text_bb = _image_backbone(), _text_backbone()
+    eager_bb = _text_backbone("eager")
+    rows, notes, ratio = [], [], {}
+    Xi, yi = _image_data(mode, "val", size["images"])
+    Xt, yt = _text_data("test", size["texts"])
+    for modality, warm, backbone in (("images", Xi[:4], image_bb), ("texts", Xt[:4], text_bb)):
+        plain_predict(modality, warm, backbone)  # imports, first allocations, the weights cache
+        sk_transform(modality, warm)
+
+    # ---- inference
+    inference = {
+        "images": {
+            "plain loop (PIL + timm transform, NCHW)": lambda: plain_predict("images", Xi, image_bb),
+            "sktransfer transform (embedder)": lambda: sk_transform("images", Xi),
+            "sktransfer predict_proba (frozen classifier)": lambda: sk_predict("images", Xi, yi),
+            "sktransfer transform, serial decoding": lambda: _serial(sk_transform, "images", Xi),
+        },
+        "texts": {
+            "plain loop (tokenizer per batch, sdpa)": lambda: plain_predict("texts", Xt, text_bb),
+            "plain loop, eager attention": lambda: plain_predict("texts", Xt, eager_bb),
+            "plain loop, padded to max_length": lambda: plain_predict("texts", Xt, text_bb, "max_length"),
+            "tokenisation alone": lambda: [text_bb.tokenizer(Xt[s:s + BATCH], padding=True, truncation=True,
+                                                             max_length=128) for s in range(0, len(Xt), BATCH)],
+            "sktransfer transform (embedder)": lambda: sk_transform("texts", Xt),
+            "sktransfer predict_proba (frozen classifier)": lambda: sk_predict("texts", Xt, yt),
+            "sktransfer transform, int8 dynamic quantisation": lambda: sk_transform("texts", Xt, quantize=True),
+        },
+    }
+    for modality, X, backbone in (("images", Xi, image_bb), ("texts", Xt, text_bb)):
+        bare = bare_forward(modality, X, backbone)
+        fastest = min(bare, key=bare.get)
+        seconds = _best(inference[modality], repeats)
+        seconds.update({f"bare forward, {fmt}": s for fmt, s in bare.items()})
+        plain = next(iter(inference[modality]))
+        rows += _rows(f"predict {len(X)} {modality}", len(X), seconds, plain, bare[fastest])
+        ratio[modality] = (seconds[plain] / seconds["sktransfer transform (embedder)"],
+                           bare[fastest] / seconds["sktransfer transform (embedder)"])
+
+    # ---- equality with the plain loop, and the accuracy change of int8
+    reference = plain_predict("images", Xi, image_bb)
+    ours = sk_transform("images", Xi)
+    rel = np.linalg.norm(ours - reference, axis=1) / np.linalg.norm(reference, axis=1)
+    notes.append(f"Image embeddings against the plain loop's: max abs difference {np.abs(ours - reference).max():.2e}, "
+                 f"max relative L2 difference {rel.max():.2e}.")
+    notes.append(_int8_accuracy(size))
+
+    # ---- one epoch of training
+    Xti, yti = _image_data(mode, "train", size["train_images"])
+    Xtt, ytt = _text_data("train", size["train_texts"])
+    for modality, X, y, backbone in (("images", Xti, yti, image_bb), ("texts", Xtt, ytt, text_bb)):
+        for label, freeze in (("partial (last 2 blocks)", -2), ("full", "none")):
+            methods = {"plain loop": lambda: plain_train(modality, X, y, backbone, freeze),
+                       "sktransfer fit, cache=False": lambda: sk_train(modality, X, y, freeze, cache=False)}
+            if freeze != "none":
+                methods["sktransfer fit, cache=True (frozen prefix cached)"] = \
+                    lambda: sk_train(modality, X, y, freeze, cache=True)
+            warm = (X[:2] + X[-2:], np.concatenate([y[:2], y[-2:]]))
+            plain_train(modality, *warm, backbone, freeze)
+            sk_train(modality, *warm, freeze, cache=False)
+            seconds = _best(methods, repeats)
+            rows += _rows(f"fine-tune 1 epoch, {label}, {len(X)} {modality}", len(X), seconds, "plain loop", None)
+            ratio[modality, label] = seconds["plain loop"] / min(v for k, v in seconds.items() if k != "plain loop")
+
+    # ---- grid search: weights read per fit (before) or once per process (after)
+    grid_rows = []
+    for modality, data in (("images", lambda: _image_data(mode, "train", size["grid"])),
+                           ("texts", lambda: _text_data("train", size["grid"] or 400))):
+        X, y = data()
+        before, loads_before = grid_search(modality, X, y, size, keep_weights=False)
+        after, loads_after = grid_search(modality, X, y, size, keep_weights=True)
+        grid_rows += [{"data": f"{len(X)} {modality}", "weights": "read at every fit (before)", "seconds": before,
+                       "backbone loads": loads_before},
+                      {"data": f"{len(X)} {modality}", "weights": "kept in memory (after)", "seconds": after,
+                       "backbone loads": loads_after}]
+        ratio[modality, "grid"] = (before, after, loads_before, loads_after)
+
+    body = (
+        headline(f"images: transform {ratio['images'][0]:.2f}x the plain loop ({ratio['images'][1]:.2f}x the bare "
+                 f"forward), partial fine-tuning {ratio['images', 'partial (last 2 blocks)']:.2f}x; texts: transform "
+                 f"{ratio['texts'][0]:.2f}x; grid search {ratio['images', 'grid'][0]:.0f} s -> "
+                 f"{ratio['images', 'grid'][1]:.0f} s ({ratio['images', 'grid'][3]} load(s))")
+        + f"\nMode: {mode}; best of {repeats} interleaved run(s); {torch.get_num_threads()} torch threads.\n\n"
+        + markdown_table(rows) + "\n\n"
+        + f"Grid search: {size['grid_points']} candidates x {size['cv']} folds and the refit, frozen backbone, "
+          "feature cache on.\n\n"
+        + markdown_table(grid_rows) + "\n\n" + "\n".join(f"- {note}" for note in notes) + "\n\n" + __doc__
+    )
+    return write_result("inference", "CPU speed: sktransfer vs a plain loop vs the bare forward", body, out_dir)
+
+
+def _int8_accuracy(size: dict) -> str:
+    """Accuracy of a logistic regression on float32 and on int8 text embeddings (SST-2 test)."""
+    from sklearn.linear_model import LogisticRegression
+
+    Xtr, ytr = _text_data("train", 2000 if size["texts"] is None else size["train_texts"])
+    Xte, yte = _text_data("test", size["texts"])
+    scores, embeddings = {}, {}
+    for name, quantize in (("float32", False), ("int8", True)):
+        train, test = sk_transform("texts", Xtr, quantize), sk_transform("texts", Xte, quantize)
+        clf = LogisticRegression(max_iter=3000).fit(train, ytr)
+        scores[name], embeddings[name] = (clf.predict(test) == yte).mean(), test
+    a, b = embeddings["float32"], embeddings["int8"]
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    return (f"int8 dynamic quantisation (text): logistic-regression accuracy {100 * scores['float32']:.1f} % (float32) "
+            f"-> {100 * scores['int8']:.1f} % (int8) on {len(Xte)} test texts ({len(Xtr)} train); cosine similarity "
+            f"of the embeddings min {cosine.min():.4f}, median {np.median(cosine):.4f}.")
+
+
+if __name__ == "__main__":
+    print(run(quick=True, out_dir=Path(tempfile.mkdtemp())))

@@ -1,0 +1,49 @@
+"""Training a linear head on a frozen backbone's embeddings to convergence, inside the skorch net.
+
+The fit plan chooses this when the backbone is frozen and its embeddings are precomputed, the head
+is linear, and the task's loss is a plain (weighted) logistic or squared loss: the head's final layer
+is then the solution of a convex problem, which :func:`~sktransfer._solver.fit_linear_head` finds with
+scikit-learn's full-batch solvers. The solution goes into the same head, the net is initialised as
+for any fit, and the history gets one row (the train and validation losses of the solved head), so
+predicting, saving, pickling and ONNX export work as after mini-batch training.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from ._plan import SAMPLE_WEIGHT, FitPlan, Stage
+from ._solver import fit_linear_head
+
+
+def _loss(net, data) -> float:
+    """The net's weighted mean loss on a dataset of precomputed embeddings."""
+    with torch.inference_mode():
+        y_pred = net.forward(data, training=False)
+        return float(net.get_loss(y_pred, data.y, X=data.X, training=False))
+
+
+def solve_head(net, plan: FitPlan, *, kind: str, C: float | str, seed: int) -> float | np.ndarray:
+    """Put the converged linear head into ``plan.module`` and initialise ``net`` around it; return the C used."""
+    start = time.perf_counter()
+    head = plan.module.head
+    data = plan.train_data
+    features = torch.as_tensor(data.X[Stage.EMBEDDINGS.value])
+    with torch.no_grad():
+        standardised = ((features.float() - head.mean.cpu()) / head.scale.cpu()).numpy()
+    solution = fit_linear_head(standardised, np.asarray(data.y), kind=kind, n_outputs=head.layers[-1].out_features,
+                               sample_weight=data.X.get(SAMPLE_WEIGHT), C=C, random_state=seed)
+    with torch.no_grad():
+        head.layers[-1].weight.copy_(torch.as_tensor(solution.weight))
+        head.layers[-1].bias.copy_(torch.as_tensor(solution.bias))
+    net.initialize()
+    net.history.new_epoch()
+    net.history.record("epoch", 1)
+    net.history.record("train_loss", _loss(net, data))
+    if plan.valid_data is not None:
+        net.history.record("valid_loss", _loss(net, plan.valid_data))
+    net.history.record("dur", time.perf_counter() - start)
+    return solution.C

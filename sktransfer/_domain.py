@@ -1,0 +1,446 @@
+"""Domain adaptation: training on labelled source rows and unlabelled target-domain rows together.
+
+The target rows are one more training stream, owned by this module from end to end:
+
+- **which rows** (:func:`split_domains`): rows of ``X`` are target rows when ``sample_domain`` is
+  negative (skada's convention: ``>= 0`` source, ``< 0`` target), or, without ``sample_domain``, when
+  their label is masked: ``-1`` for numeric labels (skada's
+  ``_DEFAULT_MASKED_TARGET_CLASSIFICATION_LABEL``), ``None`` or NaN for string (or any) labels.
+  :func:`merge_domains` builds ``(X, y, sample_domain)`` from separate source and target data.
+- **the batches** (:meth:`DomainAdaptationMixin._add_target_stream`, the one step of the fit plan):
+  the target rows become a dataset like the source rows' (precomputed through the same cache when
+  the backbone is frozen, raw otherwise) with the label :data:`MASKED_LABEL`; a
+  :class:`SourceTargetSampler` interleaves source and target rows so that every training batch holds
+  ``batch_size`` of each, and an epoch is one pass over the source rows (as without adaptation).
+- **the loss** (:class:`_DomainNetMixin`): the classification loss of the source rows only, plus
+  ``adaptation_weight`` times the adaptation term of :mod:`sktransfer._domain_losses` between the
+  source and target rows' features: the inputs of the head's last linear layer (the last hidden
+  layer's output with ``head_hidden``, else the standardised backbone embedding).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from skorch.utils import to_tensor
+from torch.utils.data import ConcatDataset, Sampler
+
+from ._domain_losses import METHODS, DomainDiscriminator, adaptation_loss, dann_ramp
+from ._net import TransferNet, TransferNetClassifier
+from ._optim import param_groups
+from ._plan import SAMPLE_WEIGHT, FitPlan, precomputed_dataset
+from ._validation import Interval, StrOptions
+
+MASKED_LABEL = -1  # skada's _DEFAULT_MASKED_TARGET_CLASSIFICATION_LABEL
+SOURCE_DOMAIN, TARGET_DOMAIN = 1, -2  # skada's _DEFAULT_SOURCE_DOMAIN_LABEL, _DEFAULT_TARGET_DOMAIN_LABEL
+_HOW = ("mark the unlabelled target-domain rows of X with sample_domain < 0 (and labels -1, or None for string "
+        "labels), or give them the label -1 (None for string labels) without sample_domain; "
+        "sktransfer.merge_domains(X_source, y_source, X_target) builds X, y and sample_domain for you")
+
+
+# ------------------------------------------------------------------ which rows are target rows
+def masked_rows(y: np.ndarray) -> np.ndarray:
+    """Rows whose label is masked: ``-1`` (every column of a 2-D numeric ``y``), ``None`` or NaN."""
+    flat = y.reshape(len(y), -1)
+    if flat.dtype.kind in "iu":
+        return (flat == MASKED_LABEL).all(axis=1)
+    if flat.dtype.kind == "f":
+        return np.isnan(flat).any(axis=1) | (flat == MASKED_LABEL).all(axis=1)
+    if flat.dtype == object:
+        missing = np.vectorize(lambda v: v is None or (isinstance(v, float) and v != v), otypes=[bool])
+        return missing(flat).any(axis=1) if flat.size else np.zeros(len(y), dtype=bool)
+    return np.zeros(len(y), dtype=bool)
+
+
+def check_sample_domain(sample_domain, n: int) -> np.ndarray:
+    """``sample_domain`` as ``n`` integers, or a ValueError/TypeError naming the problem and the fix."""
+    raw = sample_domain.to_numpy() if hasattr(sample_domain, "to_numpy") else sample_domain
+    if isinstance(raw, Integral) and not isinstance(raw, bool):
+        raw = np.full(n, raw)
+    domains = np.asarray(raw)
+    if domains.ndim != 1 or len(domains) != n:
+        raise ValueError(
+            f"sample_domain must hold one domain per row of X ({n} rows), got shape {domains.shape}. "
+            "Use >= 0 for source rows and < 0 for target rows."
+        )
+    integral = domains.dtype.kind in "iu" or (
+        domains.dtype.kind == "f" and np.isfinite(domains).all() and (domains == np.round(domains)).all())
+    if not integral:
+        raise TypeError(
+            f"sample_domain must be integers (>= 0: source rows, < 0: target rows, as in skada), got "
+            f"dtype {domains.dtype} (e.g. {domains[:3].tolist()}). Pass e.g. np.where(is_target, -2, 1)."
+        )
+    return domains.astype(np.int64)
+
+
+def _as_labels(y) -> np.ndarray:
+    raw = y.to_numpy() if hasattr(y, "to_numpy") else y
+    labels = np.asarray(raw)
+    if labels.dtype.kind in "US" and any(v is None or isinstance(v, float) for v in np.ravel(raw)):
+        labels = np.asarray(raw, dtype=object)
+    return labels
+
+
+def _plain(labels: np.ndarray) -> np.ndarray:
+    """Source labels without their masked neighbours: an object array of all-str or all-int as such."""
+    if labels.dtype != object or labels.ndim != 1 or not len(labels):
+        return labels
+    if all(isinstance(v, str) for v in labels):
+        return labels.astype(str)
+    if all(isinstance(v, Integral) and not isinstance(v, bool) for v in labels):
+        return labels.astype(np.int64)
+    return labels
+
+
+def split_domains(items: list, y, sample_weight, sample_domain, *, mode: str, name: str = "this estimator"):
+    """Split the rows of a fit into source rows and target items.
+
+    ``mode`` is "adapt" (a classifier with ``domain_adaptation``), "source_only" (a classifier
+    without: target rows are dropped) or "refuse" (regressors: target rows are an error).
+
+    Returns
+    -------
+    items, y, sample_weight, target_items
+        The source rows' inputs, labels and weights, and the target rows' inputs (None unless "adapt").
+    """
+    if (sample_domain is None and mode != "adapt") or y is None:
+        return items, y, sample_weight, None
+    n = len(items)
+    if mode == "refuse":
+        if (check_sample_domain(sample_domain, n) < 0).any():
+            raise ValueError(
+                f"{name} does not do domain adaptation, but sample_domain marks target rows (< 0). Domain "
+                "adaptation is for PretrainedImageClassifier and PretrainedTextClassifier; drop the target rows "
+                "to train on the labelled ones."
+            )
+        return items, y, sample_weight, None
+    labels = _as_labels(y)
+    if len(labels) != n:
+        return items, y, sample_weight, None  # the task's own check names the length mismatch
+    masked = masked_rows(labels)
+    if sample_domain is None:
+        target = masked
+    else:
+        target = check_sample_domain(sample_domain, n) < 0
+        labelled_targets = np.flatnonzero(target & ~masked)
+        if len(labelled_targets):
+            raise ValueError(
+                f"y has labels at {len(labelled_targets)} target rows (sample_domain < 0), e.g. rows "
+                f"{labelled_targets[:5].tolist()}; target labels are never used in fit: mask them with -1 (None "
+                "for string labels), or give those rows sample_domain >= 0 to train on their labels."
+            )
+        masked_sources = np.flatnonzero(~target & masked)
+        if len(masked_sources):
+            raise ValueError(
+                f"y has masked labels (-1, None or NaN) at {len(masked_sources)} source rows (sample_domain >= 0), "
+                f"e.g. rows {masked_sources[:5].tolist()}: give them their labels, or sample_domain < 0 to use "
+                "them as unlabelled target rows. (-1 marks unlabelled rows; recode a class named -1.)"
+            )
+    if target.all():
+        raise ValueError(f"Every row of X is a target row (masked label or sample_domain < 0): fit needs "
+                         f"labelled source rows as well. {_HOW[0].upper() + _HOW[1:]}.")
+    if mode == "adapt" and not target.any():
+        raise ValueError(f"domain_adaptation is set but X has no target rows: {_HOW}. Or set "
+                         "domain_adaptation=None to train on the labelled rows alone.")
+    if sample_weight is not None and len(np.asarray(sample_weight)) != n:
+        raise ValueError(f"sample_weight must have one weight per row of X ({n}), got {len(np.asarray(sample_weight))}.")
+    source = np.flatnonzero(~target)
+    weights = None if sample_weight is None else np.asarray(sample_weight)[source]
+    targets = [items[i] for i in np.flatnonzero(target)] if mode == "adapt" else None
+    return [items[i] for i in source], _plain(labels[source]), weights, targets
+
+
+def merge_domains(X_source, y_source, X_target):
+    """Stack labelled source data and unlabelled target data into one ``fit`` call's inputs.
+
+    Parameters
+    ----------
+    X_source : sequence of inputs
+        Source-domain images or texts.
+    y_source : array-like of shape (n_source,)
+        Their labels.
+    X_target : sequence of inputs
+        Target-domain images or texts, without labels.
+
+    Returns
+    -------
+    X : list or ndarray
+        The source rows then the target rows (one array when both are arrays of the same shape).
+    y : ndarray
+        ``y_source`` then one masked label per target row: -1 for numeric labels, None otherwise.
+    sample_domain : ndarray of int
+        1 for source rows, -2 for target rows (skada's defaults).
+
+    Examples
+    --------
+    >>> X, y, sample_domain = merge_domains(["good", "bad"], ["pos", "neg"], ["fine", "awful"])
+    >>> y.tolist(), sample_domain.tolist()
+    (['pos', 'neg', None, None], [1, 1, -2, -2])
+    """
+    y_source = _as_labels(y_source)
+    n_source, n_target = len(y_source), len(X_target)
+    if len(X_source) != n_source:
+        raise ValueError(f"X_source and y_source have different lengths: {len(X_source)} and {n_source}.")
+    if isinstance(X_source, np.ndarray) and isinstance(X_target, np.ndarray) \
+            and X_source.shape[1:] == X_target.shape[1:] and X_source.dtype != object:
+        X = np.concatenate([X_source, X_target])
+    else:
+        X = list(X_source.tolist() if isinstance(X_source, np.ndarray) and X_source.dtype.kind in "US" else X_source)
+        X += list(X_target.tolist() if isinstance(X_target, np.ndarray) and X_target.dtype.kind in "US" else X_target)
+    if y_source.dtype.kind in "iuf" and y_source.ndim == 1:
+        y = np.concatenate([y_source, np.full(n_target, MASKED_LABEL, dtype=y_source.dtype)])
+    else:
+        y = np.concatenate([y_source.astype(object), np.full(n_target, None, dtype=object)])
+    sample_domain = np.concatenate([np.full(n_source, SOURCE_DOMAIN), np.full(n_target, TARGET_DOMAIN)])
+    return X, y, sample_domain
+
+
+# ------------------------------------------------------------------ the batches
+class SourceTargetDataset(ConcatDataset):
+    """The source rows' training dataset followed by the target rows'; ``y`` holds both (masked targets)."""
+
+    def __init__(self, source, target, y: np.ndarray):
+        super().__init__([source, target])
+        self.y = y
+
+
+class SourceTargetSampler(Sampler):
+    """Source and target rows in turns (s, t, s, t ...): any run of ``2 k`` rows holds ``k`` of each.
+
+    Each epoch visits every source row once, in a new random order, and as many target rows, drawn
+    without replacement and cycling when there are fewer target rows than source rows. It draws from
+    torch's global generator, which the fit seeds.
+    """
+
+    def __init__(self, n_source: int, n_target: int):
+        self.n_source, self.n_target = n_source, n_target
+
+    def __len__(self) -> int:
+        return 2 * self.n_source
+
+    def __iter__(self):
+        source = torch.randperm(self.n_source)
+        rounds = math.ceil(self.n_source / self.n_target)
+        target = torch.cat([torch.randperm(self.n_target) for _ in range(rounds)])[: self.n_source]
+        return iter(torch.stack([source, target + self.n_source], dim=1).flatten().tolist())
+
+
+# ------------------------------------------------------------------ the loss
+def _head(net):
+    return getattr(net.module_, "_orig_mod", net.module_).head
+
+
+class _DomainNetMixin:
+    """Adds the adaptation term to the loss of training batches that hold target rows (label -1)."""
+
+    def __init__(self, *args, adaptation="coral", adaptation_weight=1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.adaptation = adaptation
+        self.adaptation_weight = adaptation_weight
+
+    def initialize_module(self):
+        super().initialize_module()
+        if self.adaptation == "dann":
+            self.discriminator_ = DomainDiscriminator(_head(self).layers[-1].in_features).to(self.device)
+        return self
+
+    def initialize_optimizer(self, triggered_directly=None):
+        super().initialize_optimizer(triggered_directly)
+        if getattr(self, "discriminator_", None) is not None:
+            options = self.group_options or {}
+            rate = options.get("head_lr") or self.lr
+            for group in param_groups(self.discriminator_, [], lr=rate, weight_decay=options.get("weight_decay", 0.0)):
+                self.optimizer_.add_param_group(group)
+        return self
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        super().on_train_begin(net, X=X, y=y, **kwargs)
+        batch_size = self.get_params_for("iterator_train").get("batch_size", self.batch_size)
+        self.total_steps_ = max(1, self.max_epochs * math.ceil(len(X) / batch_size))
+        self.steps_done_ = 0
+        self._features = None
+        # The features are the input of the dropout before the head's last linear layer.
+        self._hook = _head(self).layers[-2].register_forward_pre_hook(self._keep_features)
+
+    def _keep_features(self, module, args):
+        self._features = args[0]
+
+    def fit(self, X, y=None, **fit_params):
+        try:
+            return super().fit(X, y, **fit_params)
+        finally:
+            if getattr(self, "_hook", None) is not None:
+                self._hook.remove()
+            self._hook = self._features = None
+            if getattr(self, "discriminator_", None) is not None:
+                self.discriminator_.zero_grad(set_to_none=True)
+
+    def train_step(self, batch, **fit_params):
+        result = super().train_step(batch, **fit_params)
+        self.steps_done_ += 1
+        return result
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        y_true = to_tensor(y_true, device=y_pred.device)
+        target = y_true.reshape(len(y_true), -1)[:, 0] < 0
+        if not bool(target.any()):
+            return super().get_loss(y_pred, y_true, X=X, training=training)
+        source = ~target
+        weights = X.get(SAMPLE_WEIGHT) if isinstance(X, dict) else None
+        X_source = None if weights is None else {SAMPLE_WEIGHT: to_tensor(weights, device=y_pred.device)[source]}
+        loss = (super().get_loss(y_pred[source], y_true[source], X=X_source, training=training) if bool(source.any())
+                else y_pred.sum() * 0.0)
+        if not training or self._features is None:
+            return loss
+        coeff = dann_ramp(self.steps_done_ / self.total_steps_) if self.adaptation == "dann" else 1.0
+        term = adaptation_loss(self.adaptation, self._features[source], self._features[target],
+                               discriminator=getattr(self, "discriminator_", None), coeff=coeff)
+        return loss + self.adaptation_weight * term
+
+
+class DomainNetClassifier(_DomainNetMixin, TransferNetClassifier):
+    """skorch net of the sktransfer classifiers with domain adaptation (single-label)."""
+
+
+class DomainNet(_DomainNetMixin, TransferNet):
+    """skorch net of the sktransfer classifiers with domain adaptation (multi-label)."""
+
+
+_DOMAIN_NETS = {TransferNetClassifier: DomainNetClassifier, TransferNet: DomainNet}
+
+
+# ------------------------------------------------------------------ the estimator side
+@dataclass(repr=False, eq=False, kw_only=True)
+class DomainAdaptationMixin:
+    """``domain_adaptation`` and ``adaptation_weight`` for the classifiers; goes before ``ClassifierTask``."""
+
+    domain_adaptation: str | None = None
+    adaptation_weight: float = 1.0
+
+    _parameter_constraints = {
+        "domain_adaptation": [StrOptions(set(METHODS)), None],
+        "adaptation_weight": [Interval(Real, 0, None, closed="left")],
+    }
+
+    # skada's metadata requests: sample_domain reaches fit (and is accepted by the prediction methods)
+    # through Pipeline, cross_val_score and GridSearchCV once metadata routing is enabled.
+    __metadata_request__fit = {"sample_domain": True}
+    __metadata_request__predict = {"sample_domain": True, "allow_source": True}
+    __metadata_request__predict_proba = {"sample_domain": True, "allow_source": True}
+    __metadata_request__score = {"sample_domain": True, "allow_source": True, "sample_weight": True}
+
+    def _validate(self) -> None:
+        super()._validate()
+        if (self.domain_adaptation is not None and self.freeze_layers == "all" and self.adapter is None
+                and self.unfreeze_every is None and not self.head_hidden):
+            self._no_trainable_features()
+
+    def _no_trainable_features(self):
+        raise ValueError(
+            f"domain_adaptation={self.domain_adaptation!r} aligns trainable features, but with a frozen backbone "
+            "(freeze_layers='all') and no hidden head layer nothing before the last linear layer trains. Add a "
+            "hidden layer, e.g. head_hidden=(256,) (its output is aligned), or fine-tune the backbone "
+            "(freeze_layers=-2, 'none', or adapter='lora')."
+        )
+
+    def _split_domains(self, items, y, sample_weight, sample_domain):
+        mode = "source_only" if self.domain_adaptation is None else "adapt"
+        return split_domains(items, y, sample_weight, sample_domain, mode=mode, name=type(self).__name__)
+
+    def _add_target_stream(self, plan: FitPlan, target: list, weighted: bool) -> FitPlan:
+        """The fit plan's step for the target rows: their dataset, and batches that mix both domains."""
+        if self.n_trainable_backbone_params_ == 0 and self.unfreeze_every is None and not self.head_hidden:
+            self._no_trainable_features()
+        source = plan.train_data
+        y = np.full((len(target), *source.y.shape[1:]), MASKED_LABEL, dtype=source.y.dtype)
+        weights = np.ones(len(target), dtype=np.float32) if weighted else None
+        if plan.stage.precomputed:
+            values = self._embed(target, plan.module.encoder, prefix=plan.prefix)
+            plan.target_data = precomputed_dataset(plan.stage, values, y, weights)
+        else:
+            plan.target_data = self._make_dataset(target, y, weights, augment=self._augment())
+        plan.train_data = SourceTargetDataset(source, plan.target_data, np.concatenate([source.y, y]))
+        plan.sampler = SourceTargetSampler(len(source), len(target))
+        self.n_target_rows_ = len(target)
+        return plan
+
+    @property
+    def _net_class(self):
+        base = super()._net_class
+        return base if self.domain_adaptation is None else _DOMAIN_NETS[base]
+
+    def _net_kwargs(self) -> dict:
+        kwargs = super()._net_kwargs()
+        if self.domain_adaptation is None:
+            return kwargs
+        # Each training batch holds batch_size source rows and as many target rows.
+        return {**kwargs, "adaptation": self.domain_adaptation, "adaptation_weight": self.adaptation_weight,
+                "iterator_train__batch_size": 2 * self.batch_size}
+
+    def predict_proba(self, X, sample_domain=None, allow_source=True):
+        """Class probabilities, columns in the order of ``classes_`` (per-label for multi-label).
+
+        Parameters
+        ----------
+        X : sequence of inputs
+        sample_domain : array-like of shape (n_samples,), default=None
+            Ignored (a row's prediction does not depend on its domain); accepted for skada's scorers
+            and pipelines.
+        allow_source : bool, default=True
+            Ignored; accepted for skada's scorers and pipelines.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        return super().predict_proba(X)
+
+    def predict(self, X, sample_domain=None, allow_source=True):
+        """Predicted labels (a 0/1 indicator matrix for multi-label targets).
+
+        Parameters
+        ----------
+        X : sequence of inputs
+        sample_domain : array-like of shape (n_samples,), default=None
+            Ignored; accepted for skada's scorers and pipelines.
+        allow_source : bool, default=True
+            Ignored; accepted for skada's scorers and pipelines.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,) or (n_samples, n_labels)
+        """
+        return super().predict(X)
+
+    def score(self, X, y, sample_weight=None, sample_domain=None, allow_source=True) -> float:
+        """Accuracy on the rows of ``X`` that have labels (subset accuracy for multi-label).
+
+        Parameters
+        ----------
+        X : sequence of inputs
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            True labels. With ``sample_domain`` or ``domain_adaptation``, rows with masked labels (-1,
+            None, NaN: unlabelled target rows) are left out.
+        sample_weight : array-like of shape (n_samples,), default=None
+        sample_domain : array-like of shape (n_samples,), default=None
+            Accepted for skada's scorers and pipelines; only the labels decide which rows count.
+        allow_source : bool, default=True
+            Ignored; accepted for skada's scorers.
+
+        Returns
+        -------
+        score : float
+        """
+        if sample_domain is None and self.domain_adaptation is None:
+            return super().score(X, y, sample_weight=sample_weight)
+        items = self._check_inputs(X)
+        labels = _as_labels(y)
+        keep = np.flatnonzero(~masked_rows(labels)) if len(labels) == len(items) else np.arange(len(items))
+        if not len(keep):
+            raise ValueError("score needs labelled rows, but every label in y is masked (-1, None or NaN).")
+        weights = None if sample_weight is None else np.asarray(sample_weight)[keep]
+        return super().score([items[i] for i in keep], _plain(labels[keep]), sample_weight=weights)

@@ -1,0 +1,79 @@
+"""Opt-in int8 dynamic quantisation of a fitted estimator's backbone, for faster inference on CPU.
+
+Dynamic quantisation stores the weights of every ``nn.Linear`` in int8 and quantises each layer's
+input on the fly (``torch.ao.quantization.quantize_dynamic``). Transformers spend most of their time in
+those layers, so text backbones gain most; convolutional image backbones have few Linear layers and
+gain little. It changes the numbers: embeddings and predictions move, so it is never applied
+implicitly. Measured with all-MiniLM-L6-v2 on SST-2 (see ``benchmarks/inference.py``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TypeVar
+
+import torch
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+E = TypeVar("E")
+
+INT8_DYNAMIC = "int8-dynamic"
+
+
+def quantize_dynamic_int8(module: nn.Module) -> nn.Module:
+    """Replace, in place, every ``nn.Linear`` of ``module`` by its int8 dynamically quantised version.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A CPU module in eval mode (quantised layers do not train).
+
+    Returns
+    -------
+    module : torch.nn.Module
+        The same module, quantised.
+    """
+    with warnings.catch_warnings():
+        # torch deprecates its quantised tensor types in favour of torchao; they still work in this release.
+        warnings.filterwarnings("ignore", message=r".*quantize_per_tensor.*deprecated", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization.*deprecated", category=DeprecationWarning)
+        return torch.ao.quantization.quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+def quantize_int8(estimator: E) -> E:
+    """Quantise a fitted estimator's backbone to int8 (dynamic, Linear layers only) for CPU inference.
+
+    ``transform``, ``predict`` and ``predict_proba`` then run the quantised backbone; the head stays
+    in float32. The estimator's ``backbone_identity_`` changes, so cached float32 embeddings are never
+    served for it. Quantise after fitting and before predicting, on ``device="cpu"``; a quantised
+    estimator can neither be refitted nor saved (refit or load the float32 one and quantise again).
+
+    Parameters
+    ----------
+    estimator : fitted sktransfer estimator
+        Fitted on the CPU.
+
+    Returns
+    -------
+    estimator
+        The same estimator, with ``quantized_ = "int8-dynamic"``.
+
+    Examples
+    --------
+    >>> from sktransfer import PretrainedTextEmbedder
+    >>> from sktransfer._quantize import quantize_int8
+    >>> embedder = quantize_int8(PretrainedTextEmbedder(device="cpu").fit(["a text"]))
+    >>> embedder.transform(["a text", "another"]).shape
+    (2, 384)
+    """
+    check_is_fitted(estimator)
+    if getattr(estimator, "quantized_", None) == INT8_DYNAMIC:
+        return estimator
+    if estimator.device_ != "cpu":
+        raise ValueError(f"int8 dynamic quantisation runs on the CPU; this estimator is on {estimator.device_!r}.")
+    encoder = estimator._fitted_encoder()
+    quantize_dynamic_int8(encoder.eval())
+    estimator.backbone_identity_ = f"{estimator.backbone_identity_}:{INT8_DYNAMIC}"
+    estimator.quantized_ = INT8_DYNAMIC
+    return estimator

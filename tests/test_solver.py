@@ -1,0 +1,198 @@
+"""The converged linear-head solver: equal to scikit-learn's LogisticRegression / Ridge on the same features."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import expit, softmax
+from sklearn.datasets import make_classification, make_regression
+from sklearn.linear_model import LogisticRegression, Ridge
+
+from sktransfer._heads import Head
+from sktransfer._solver import C_GRID, FALLBACK_C, UNSEEN_LOG_ODDS, fit_linear_head
+
+ATOL = 2e-5  # on probabilities; the solver converges to TOL, the references far tighter
+
+
+class _Reference(LogisticRegression):
+    """LogisticRegression converged far tighter than the solver, in float64 (float32 input stays float32)."""
+
+    def __init__(self, C: float = 1.0):
+        super().__init__(C=C, tol=1e-10, max_iter=100_000)
+
+    def fit(self, X, y, sample_weight=None):
+        return super().fit(np.asarray(X, dtype=np.float64), y, sample_weight=sample_weight)
+
+    def predict_proba(self, X):
+        return super().predict_proba(np.asarray(X, dtype=np.float64))
+
+
+def _reference(C: float) -> LogisticRegression:
+    return _Reference(C)
+
+
+def _standardised(X: np.ndarray) -> np.ndarray:
+    return ((X - X.mean(0)) / X.std(0)).astype(np.float32)
+
+
+def _data(n_classes: int, n: int = 300, seed: int = 0):
+    X, y = make_classification(n, 20, n_informative=8, n_classes=n_classes, random_state=seed)
+    return _standardised(X), y, np.random.default_rng(seed).uniform(0.0, 3.0, n)
+
+
+def _proba(solution, X: np.ndarray) -> np.ndarray:
+    return softmax(X.astype(np.float64) @ solution.weight.T + solution.bias, axis=1)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 5])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_softmax_head_equals_logistic_regression(n_classes, weighted):
+    X, y, w = _data(n_classes)
+    w = w if weighted else None
+    solution = fit_linear_head(X, y, kind="multiclass", n_outputs=n_classes, sample_weight=w, C=0.3)
+    reference = _reference(0.3).fit(X, y, sample_weight=w)
+    assert solution.weight.shape == (n_classes, 20) and solution.bias.shape == (n_classes,)
+    assert solution.weight.dtype == np.float32 and solution.C == 0.3 and solution.cv_scores is None
+    np.testing.assert_allclose(_proba(solution, X), reference.predict_proba(X), atol=ATOL)
+
+
+def test_binary_rows_are_half_the_decision_function():
+    X, y, w = _data(2)
+    solution = fit_linear_head(X, y, kind="multiclass", n_outputs=2, sample_weight=w, C=2.0)
+    reference = _reference(2.0).fit(X, y, sample_weight=w)
+    np.testing.assert_allclose(solution.weight[1], -solution.weight[0])
+    np.testing.assert_allclose(solution.weight[1] - solution.weight[0], reference.coef_[0], atol=1e-3)
+    logit_gap = X @ (solution.weight[1] - solution.weight[0]) + solution.bias[1] - solution.bias[0]
+    np.testing.assert_allclose(logit_gap, reference.decision_function(X), atol=1e-3)
+
+
+def test_penalty_changes_the_solution():
+    X, y, _ = _data(3)
+    strong = fit_linear_head(X, y, kind="multiclass", n_outputs=3, C=0.01)
+    weak = fit_linear_head(X, y, kind="multiclass", n_outputs=3, C=10.0)
+    assert np.linalg.norm(strong.weight) < 0.5 * np.linalg.norm(weak.weight)
+    assert not np.allclose(_proba(strong, X), _reference(10.0).fit(X, y).predict_proba(X), atol=0.01)
+
+
+def test_head_with_the_solution_predicts_as_logistic_regression_on_its_standardisation():
+    raw, y = make_classification(200, 16, n_informative=6, n_classes=3, random_state=1)
+    raw = (raw * np.linspace(0.1, 10, 16) + 5).astype(np.float32)
+    head = Head(16, 3)
+    head.fit_standardization(torch.as_tensor(raw))
+    standardised = ((torch.as_tensor(raw) - head.mean) / head.scale).numpy()
+    solution = fit_linear_head(standardised, y, kind="multiclass", n_outputs=3)
+    with torch.no_grad():
+        head.layers[-1].weight.copy_(torch.as_tensor(solution.weight))
+        head.layers[-1].bias.copy_(torch.as_tensor(solution.bias))
+        proba = torch.softmax(head(torch.as_tensor(raw)), dim=1).numpy()
+    np.testing.assert_allclose(proba, _reference(1.0).fit(standardised, y).predict_proba(standardised), atol=ATOL)
+
+
+def test_multilabel_is_one_logistic_regression_per_label():
+    X, _, w = _data(2)
+    Y = (X[:, :3] + 0.5 * np.random.default_rng(0).normal(size=(len(X), 3)) > 0).astype(np.float32)
+    solution = fit_linear_head(X, Y, kind="multilabel", n_outputs=3, sample_weight=w, C=0.5)
+    assert solution.weight.shape == (3, 20)
+    for label in range(3):
+        reference = _reference(0.5).fit(X, Y[:, label], sample_weight=w)
+        proba = expit(X.astype(np.float64) @ solution.weight[label] + solution.bias[label])
+        np.testing.assert_allclose(proba, reference.predict_proba(X)[:, 1], atol=ATOL)
+
+
+@pytest.mark.parametrize("n_targets", [1, 3])
+def test_regression_is_ridge_with_alpha_one_over_C(n_targets):
+    X, Y = make_regression(200, 15, n_targets=n_targets, noise=5.0, random_state=0)
+    X, Y = _standardised(X), _standardised(Y.reshape(200, -1)).squeeze()
+    w = np.random.default_rng(0).uniform(0.0, 2.0, 200)
+    solution = fit_linear_head(X, Y, kind="regression", n_outputs=n_targets, sample_weight=w, C=0.02)
+    reference = Ridge(alpha=50.0).fit(X, Y, sample_weight=w)
+    prediction = X.astype(np.float64) @ solution.weight.T + solution.bias
+    assert solution.weight.shape == (n_targets, 15)
+    np.testing.assert_allclose(prediction, reference.predict(X).reshape(200, -1), atol=1e-5)
+
+
+def test_regression_cv_picks_from_the_grid():
+    X, Y = make_regression(200, 15, n_targets=2, noise=1.0, random_state=0)
+    solution = fit_linear_head(_standardised(X), _standardised(Y), kind="regression", n_outputs=2, C="cv")
+    assert solution.C in C_GRID and solution.cv_scores.shape == C_GRID.shape
+    assert solution.C >= 1.0  # nearly noiseless: little penalty
+
+
+def test_cv_prefers_a_strong_penalty_for_noise_and_a_weak_one_for_signal():
+    rng = np.random.default_rng(0)
+    X = _standardised(rng.normal(size=(400, 30)))
+    noise = fit_linear_head(X, rng.integers(0, 2, 400), kind="multiclass", n_outputs=2, C="cv")
+    signal = fit_linear_head(X, (X[:, 0] + 0.2 * X[:, 1] > 0).astype(int), kind="multiclass", n_outputs=2, C="cv")
+    assert noise.cv_scores.shape == C_GRID.shape
+    assert noise.C <= 0.01 < 1.0 <= signal.C
+    assert noise.cv_scores.min() == noise.cv_scores[list(C_GRID).index(noise.C)]
+
+
+def test_results_are_deterministic():
+    X, y, w = _data(3)
+    for C in (1.0, "cv"):
+        first = fit_linear_head(X, y, kind="multiclass", n_outputs=3, sample_weight=w, C=C, random_state=4)
+        second = fit_linear_head(X, y, kind="multiclass", n_outputs=3, sample_weight=w, C=C, random_state=4)
+        np.testing.assert_array_equal(first.weight, second.weight)
+        np.testing.assert_array_equal(first.bias, second.bias)
+        assert first.C == second.C
+
+
+def test_zero_weight_samples_are_left_out():
+    X, y, w = _data(3)
+    w[:100] = 0.0
+    solution = fit_linear_head(X, y, kind="multiclass", n_outputs=3, sample_weight=w)
+    subset = fit_linear_head(X[100:], y[100:], kind="multiclass", n_outputs=3, sample_weight=w[100:])
+    np.testing.assert_array_equal(solution.weight, subset.weight)
+
+
+def test_a_class_without_weight_gets_negligible_probability():
+    X, y, w = _data(3)
+    w[y == 1] = 0.0
+    solution = fit_linear_head(X, y, kind="multiclass", n_outputs=4, sample_weight=w)
+    proba = _proba(solution, X)
+    assert np.all(solution.weight[[1, 3]] == 0) and np.isfinite(solution.bias).all()
+    assert proba[:, [1, 3]].max() < 1.1e-6
+    reference = _reference(1.0).fit(X[y != 1], y[y != 1], sample_weight=w[y != 1])
+    np.testing.assert_allclose(proba[:, [0, 2]], reference.predict_proba(X), atol=ATOL)
+
+
+def test_a_single_present_class_and_constant_labels():
+    X, y, _ = _data(2)
+    only_one = fit_linear_head(X, y, kind="multiclass", n_outputs=2, sample_weight=(y == 1).astype(float))
+    assert _proba(only_one, X)[:, 1].min() > 1 - 1e-5
+    Y = np.stack([np.zeros(len(y)), np.ones(len(y)), y], axis=1)
+    labels = fit_linear_head(X, Y, kind="multilabel", n_outputs=3, C="cv")
+    np.testing.assert_allclose(labels.bias[:2], [UNSEEN_LOG_ODDS, -UNSEEN_LOG_ODDS], rtol=1e-6)
+    assert np.all(labels.weight[:2] == 0) and np.any(labels.weight[2] != 0)
+    assert labels.C[:2].tolist() == [FALLBACK_C] * 2 and labels.C[2] in C_GRID and labels.cv_scores is None
+
+
+def test_cv_falls_back_to_a_fixed_C_on_tiny_data():
+    X, y, _ = _data(3, n=30)
+    y[:] = np.r_[0, [1, 2] * 14, 1]  # class 0 once: no stratified 5-fold split
+    solution = fit_linear_head(X, y, kind="multiclass", n_outputs=3, C="cv")
+    assert solution.C == FALLBACK_C and solution.cv_scores is None
+
+
+def test_converges_without_warnings_on_separable_data():
+    X, y, _ = _data(4)
+    X = X + 3.0 * np.eye(4)[y] @ np.ones((4, 20)) * np.sign(X[:1])  # push the classes apart
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit_linear_head(X, y, kind="multiclass", n_outputs=4, C=100.0)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"kind": "ranking"}, "kind must be"),
+    ({"C": 0.0}, "C must be"),
+    ({"C": "auto"}, "C must be"),
+    ({"sample_weight": np.zeros(300)}, "no positive entry"),
+])
+def test_bad_arguments(kwargs, message):
+    X, y, _ = _data(2)
+    with pytest.raises(ValueError, match=message):
+        fit_linear_head(X, y, **{"kind": "multiclass", "n_outputs": 2, **kwargs})
