@@ -64,6 +64,15 @@ dropout : float, default=0.0
     Dropout before each linear layer of the head.
 head_hidden : tuple of int, default=()
     Hidden layer sizes of the head, e.g. ``(1024,)``.
+C : float, "cv" or None, default=1.0
+    How a linear head on a frozen backbone's cached embeddings trains: to convergence, with
+    scikit-learn's full-batch solvers, as ``LogisticRegression(C=C)`` (single- or multi-label) or
+    ``Ridge(alpha=1 / C)`` (regressors) on the standardised embeddings; deterministic, and it takes
+    ``class_weight`` and ``sample_weight``. "cv" picks C by a 5-fold cross-validation of the log-loss
+    (leave-one-out error for regressors) over 1e-4 ... 1e2. None: train the head by mini-batch epochs
+    like any head. Mini-batch training is always used when the backbone trains, with ``head_hidden``,
+    ``label_smoothing``, ``augment``, a domain adaptation, or ``partial_fit``; ``max_epochs``, early
+    stopping and the schedules then apply. ``C_`` records the C used (None after mini-batch training).
 optimizer : {"adamw", "adam", "sgd"}, default="adamw"
     SGD uses momentum 0.9.
 lr_schedule : {"constant", "cosine", "linear", "onecycle"}, default="constant"
@@ -272,6 +281,9 @@ best_epoch_ : int
     Epoch whose weights were kept (the last one without early stopping, or with ``refit_full``).
 validation_history_ : skorch.History
     With ``refit_full``: the early-stopping fit's history, with its validation scores.
+C_ : float, ndarray or None
+    The penalty of the converged linear head (per label for a multi-label ``C="cv"``); None when the
+    head trained by mini-batch epochs.
 features_cached_ : bool
     Whether the head trained on cached embeddings of a frozen backbone.
 prefix_cached_ : bool
