@@ -54,7 +54,7 @@ class TrainableEstimator(ExportMixin, BackboneEstimator):
     weight_decay: float = 0.01
     dropout: float = 0.0
     head_hidden: tuple = ()
-    C: float | str | None = 1.0
+    C: float | str | None = 0.01
     optimizer: str = "adamw"
     lr_schedule: str = "constant"
     warmup: float | str = "auto"

@@ -44,9 +44,10 @@ def test_multilabel_and_regression_heads_equal_their_convex_fits(noisy_images, t
     rng = np.random.default_rng(0)
     Y = rng.integers(0, 2, size=(len(X), 2))
     clf = PretrainedImageClassifier(**tiny_image_params).fit(X, Y)
+    assert clf.C_ == 0.01  # the default
     Z = _standardised(clf, X)
     for label in range(2):
-        reference = LogisticRegression(max_iter=5000, tol=1e-8).fit(Z, Y[:, label])
+        reference = LogisticRegression(C=0.01, max_iter=5000, tol=1e-8).fit(Z, Y[:, label])
         np.testing.assert_allclose(clf.predict_proba(X)[:, label], reference.predict_proba(Z)[:, 1], atol=2e-4)
     target = rng.normal(5.0, 2.0, size=len(X))
     reg = PretrainedImageRegressor(**tiny_image_params, C=0.5).fit(X, target)
