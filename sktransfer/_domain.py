@@ -147,7 +147,7 @@ def split_domains(items: list, y, sample_weight, sample_domain, *, mode: str, na
         raise ValueError(f"domain_adaptation is set but X has no target rows: {_HOW}. Or set "
                          "domain_adaptation=None to train on the labelled rows alone.")
     if sample_weight is not None and len(np.asarray(sample_weight)) != n:
-        raise ValueError(f"sample_weight must have one weight per row of X ({n}), got {len(np.asarray(sample_weight))}.")
+        raise ValueError(f"sample_weight must have one weight per row of X ({n}), got {len(sample_weight)}.")
     source = np.flatnonzero(~target)
     weights = None if sample_weight is None else np.asarray(sample_weight)[source]
     targets = [items[i] for i in np.flatnonzero(target)] if mode == "adapt" else None
@@ -259,8 +259,9 @@ class _DomainNetMixin:
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         super().on_train_begin(net, X=X, y=y, **kwargs)
-        batch_size = self.get_params_for("iterator_train").get("batch_size", self.batch_size)
-        self.total_steps_ = max(1, self.max_epochs * math.ceil(len(X) / batch_size))
+        iterator = self.get_params_for("iterator_train")
+        rows = len(iterator["sampler"]) if iterator.get("sampler") is not None else len(X)
+        self.total_steps_ = max(1, self.max_epochs * math.ceil(rows / iterator.get("batch_size", self.batch_size)))
         self.steps_done_ = 0
         self._features = None
         # The features are the input of the dropout before the head's last linear layer.

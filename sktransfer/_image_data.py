@@ -269,13 +269,14 @@ class EvalTransform:
         resize, crop, to_tensor, normalize = steps
         size = resize.size if isinstance(resize, T.Resize) else None
         size = size[0] if isinstance(size, (list, tuple)) and len(size) == 1 else size
-        if not (isinstance(size, int) and resize.max_size is None and resize.interpolation in _PIL_RESAMPLE
+        resample = {T.InterpolationMode.BILINEAR: Image.BILINEAR, T.InterpolationMode.BICUBIC: Image.BICUBIC}
+        if not (isinstance(size, int) and resize.max_size is None and resize.interpolation in resample
                 and isinstance(crop, T.CenterCrop) and size >= max(crop.size)
                 and type(to_tensor).__name__ in ("ToTensor", "MaybeToTensor")
                 and isinstance(normalize, T.Normalize) and not normalize.inplace):
             return transform
         mean, std = (torch.as_tensor(v, dtype=torch.float32).numpy() for v in (normalize.mean, normalize.std))
-        return cls(size, tuple(crop.size), _PIL_RESAMPLE[resize.interpolation], mean, std, fallback=transform)
+        return cls(size, tuple(crop.size), resample[resize.interpolation], mean, std, fallback=transform)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         if not isinstance(image, Image.Image) or image.mode != "RGB":
@@ -298,15 +299,6 @@ class EvalTransform:
         if new_h == height:
             return image.crop((0, top, crop_w, top + crop_h))
         return image.resize((crop_w, crop_h), self.resample, box=(0, top * scale_y, crop_w, (top + crop_h) * scale_y))
-
-
-def _interpolation_modes() -> dict:
-    from torchvision.transforms import InterpolationMode
-
-    return {InterpolationMode.BILINEAR: Image.BILINEAR, InterpolationMode.BICUBIC: Image.BICUBIC}
-
-
-_PIL_RESAMPLE = _interpolation_modes()
 
 
 class ImageDataset(torch.utils.data.Dataset):

@@ -21,6 +21,13 @@ E = TypeVar("E")
 INT8_DYNAMIC = "int8-dynamic"
 
 
+def is_quantized(module: nn.Module) -> bool:
+    """Whether ``module`` holds int8 dynamically quantised Linear layers."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+    return any(isinstance(m, DynamicQuantizedLinear) for m in module.modules())
+
+
 def quantize_dynamic_int8(module: nn.Module) -> nn.Module:
     """Replace, in place, every ``nn.Linear`` of ``module`` by its int8 dynamically quantised version.
 
@@ -46,8 +53,9 @@ def quantize_int8(estimator: E) -> E:
 
     ``transform``, ``predict`` and ``predict_proba`` then run the quantised backbone; the head stays
     in float32. The estimator's ``backbone_identity_`` changes, so cached float32 embeddings are never
-    served for it. Quantise after fitting and before predicting, on ``device="cpu"``; a quantised
-    estimator can neither be refitted nor saved (refit or load the float32 one and quantise again).
+    served for it. Quantise after fitting, on ``device="cpu"``. A new ``fit`` starts again from the
+    float32 pretrained weights; a quantised estimator cannot be saved nor trained further
+    (``warm_start``): save the float32 one and quantise after loading.
 
     Parameters
     ----------
@@ -57,7 +65,7 @@ def quantize_int8(estimator: E) -> E:
     Returns
     -------
     estimator
-        The same estimator, with ``quantized_ = "int8-dynamic"``.
+        The same estimator, quantised (a no-op when it already is).
 
     Examples
     --------
@@ -68,12 +76,11 @@ def quantize_int8(estimator: E) -> E:
     (2, 384)
     """
     check_is_fitted(estimator)
-    if getattr(estimator, "quantized_", None) == INT8_DYNAMIC:
-        return estimator
     if estimator.device_ != "cpu":
         raise ValueError(f"int8 dynamic quantisation runs on the CPU; this estimator is on {estimator.device_!r}.")
     encoder = estimator._fitted_encoder()
+    if is_quantized(encoder):
+        return estimator
     quantize_dynamic_int8(encoder.eval())
     estimator.backbone_identity_ = f"{estimator.backbone_identity_}:{INT8_DYNAMIC}"
-    estimator.quantized_ = INT8_DYNAMIC
     return estimator

@@ -22,7 +22,7 @@ from sktransfer import PretrainedImageClassifier, PretrainedImageEmbedder, Pretr
 from sktransfer._backbones import IMAGENET_CONFIG, resolve_image_backbone, resolve_text_backbone
 from sktransfer._device import thread_policy, to_device, wants_channels_last, worker_threads
 from sktransfer._image_data import EvalTransform, ImageDataset, NormalizeTable, build_transform
-from sktransfer._quantize import INT8_DYNAMIC, quantize_int8
+from sktransfer._quantize import INT8_DYNAMIC, is_quantized, quantize_int8
 from sktransfer._weights_cache import BackboneCache
 
 TINY_CONFIG = {"input_size": (3, 160, 160), "interpolation": "bicubic", "crop_pct": 0.95, "crop_mode": "center",
@@ -257,9 +257,9 @@ def test_int8_quantisation_is_explicit_and_keeps_embeddings_close(tiny_bert_dir,
         quantize_int8(embedder)
     reference = embedder.transform(X)  # cached under the float32 identity
     identity = embedder.backbone_identity_
-    quantize_int8(embedder)
-    assert embedder.quantized_ == INT8_DYNAMIC and embedder.backbone_identity_ != identity
-    assert not any(isinstance(m, torch.nn.Linear) for m in embedder.encoder_.modules())
+    quantize_int8(quantize_int8(embedder))  # twice: the second call changes nothing
+    assert is_quantized(embedder.encoder_) and embedder.backbone_identity_ == f"{identity}:{INT8_DYNAMIC}"
+    assert not any(type(m) is torch.nn.Linear for m in embedder.encoder_.modules())
     quantized = embedder.transform(X)
     assert not np.array_equal(quantized, reference)  # computed anew, not served from the float32 cache
     cosine = (quantized * reference).sum(1) / np.linalg.norm(quantized, axis=1) / np.linalg.norm(reference, axis=1)
