@@ -188,6 +188,7 @@ class TrainableEstimator(FitPlanner, ExportMixin, BackboneEstimator):
                     self.C_ = None
                 else:
                     self.C_ = solve_head(net, plan, kind=plan.head_solver, C=self.C, seed=seed)
+                    net._release_training_state()
             finally:
                 plan.module.use_suffix(None)
                 net.iterator_train__sampler = None  # its per-item lengths are not part of the model

@@ -123,11 +123,11 @@ def test_out_of_memory_halves_the_micro_batch(tiny_text_params, text_data, monke
     reference = PretrainedTextClassifier(**params, grad_accum_steps=2).fit(X, y)
     forward = TransferModule.forward
 
-    def small_batches_only(self, features=None, sample_weight=None, **inputs):
-        batch = len(next(iter(inputs.values())) if features is None else features)
+    def small_batches_only(self, **inputs):
+        batch = len(next(v for k, v in inputs.items() if k != "sample_weight"))
         if self.training and batch > 4:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return forward(self, features, sample_weight, **inputs)
+        return forward(self, **inputs)
 
     monkeypatch.setattr(TransferModule, "forward", small_batches_only)
     with pytest.warns(RuntimeWarning, match="Out of memory: retrying with micro-batches of about 4 samples and 2"):
@@ -202,12 +202,12 @@ def test_worker_rank_of_the_main_process_is_zero(monkeypatch):
     assert _device.worker_rank() == 0
 
 
-def test_channels_last_only_for_convolutional_backbones_on_cuda():
+def test_channels_last_only_for_convolutional_backbones():
     cnn = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3), torch.nn.Conv2d(64, 64, 3), torch.nn.Linear(64, 8))
     vit_like = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 16), torch.nn.Linear(8, 512), torch.nn.Linear(512, 8))
     assert wants_channels_last(cnn, "cuda:1") and wants_channels_last(cnn, "cuda")
-    assert not wants_channels_last(cnn, "cpu")
-    assert not wants_channels_last(vit_like, "cuda")
+    assert wants_channels_last(cnn, "cpu")  # measured faster on CPU too (see wants_channels_last)
+    assert not wants_channels_last(vit_like, "cuda") and not wants_channels_last(vit_like, "cpu")
 
 
 # --------------------------------------------------------------- compile
