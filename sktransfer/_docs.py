@@ -70,8 +70,9 @@ C : float, "cv" or None, default=0.01
     ``Ridge(alpha=1 / C)`` (regressors) on the standardised embeddings; deterministic, and it takes
     ``class_weight`` and ``sample_weight``. The default 0.01 is a strong penalty on standardised
     features (about what ``LogisticRegression()`` applies to raw pretrained embeddings, whose scale is
-    small); measured, it matches or beats frozen embeddings + ``LogisticRegression()`` within noise. "cv" picks C by a 5-fold cross-validation of the log-loss
-    (leave-one-out error for regressors) over 1e-4 ... 1e2. None: train the head by mini-batch epochs
+    small); measured, it matches or beats frozen embeddings + ``LogisticRegression()`` within noise.
+    "cv" picks C by a 5-fold cross-validation of the log-loss (leave-one-out error for regressors)
+    over 1e-4 ... 1e2. None: train the head by mini-batch epochs
     like any head. Mini-batch training is always used when the backbone trains, with ``head_hidden``,
     ``label_smoothing``, ``augment``, a domain adaptation, or ``partial_fit``; ``max_epochs``, early
     stopping and the schedules then apply. ``C_`` records the C used (None after mini-batch training).
@@ -212,7 +213,9 @@ classes_ : ndarray of shape (n_classes,)
 multilabel_ : bool
     Whether ``y`` was a 2-D 0/1 indicator matrix (multi-label classification).
 n_outputs_ : int
-    Outputs of the head: the number of classes, or of labels for multi-label targets."""
+    Outputs of the head: the number of classes, or of labels for multi-label targets.
+n_target_rows_ : int
+    Unlabelled target-domain rows the last fit adapted to (0 without ``domain_adaptation``)."""
 
 REGRESSOR_ATTRIBUTES = """\
 n_outputs_ : int

@@ -32,7 +32,8 @@ def test_the_head_equals_logistic_regression_on_the_standardised_embeddings(nois
     keep = np.isin(y, ["a", "b", "c"][:n_classes])
     X, y = X[keep], y[keep]
     weights = np.linspace(0.5, 2.0, len(y))
-    clf = PretrainedImageClassifier(**tiny_image_params, C=0.3, class_weight="balanced").fit(X, y, sample_weight=weights)
+    clf = PretrainedImageClassifier(**tiny_image_params, C=0.3, class_weight="balanced")
+    clf.fit(X, y, sample_weight=weights)
     assert clf.C_ == 0.3 and clf.n_epochs_ == 1 and clf.history_[0, "train_loss"] > 0
     Z = _standardised(clf, X)
     reference = LogisticRegression(C=0.3, max_iter=5000, tol=1e-8, class_weight="balanced").fit(Z, y, weights)

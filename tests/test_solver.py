@@ -10,9 +10,20 @@ import torch
 from scipy.special import expit, softmax
 from sklearn.datasets import make_classification, make_regression
 from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import log_loss
+from sklearn.model_selection import StratifiedKFold
+from threadpoolctl import threadpool_limits
 
 from sktransfer._heads import Head
-from sktransfer._solver import C_GRID, FALLBACK_C, UNSEEN_LOG_ODDS, fit_linear_head
+from sktransfer._solver import CV_FACTORS, CV_TOL, UNSEEN_LOG_ODDS, fit_linear_head
+
+
+@pytest.fixture(autouse=True)
+def _single_threaded():
+    """The references too: on a loaded CPU, BLAS threads make these small fits many times slower."""
+    with threadpool_limits(limits=1):
+        yield
+
 
 ATOL = 2e-5  # on probabilities; the solver converges to TOL, the references far tighter
 
@@ -55,7 +66,8 @@ def test_softmax_head_equals_logistic_regression(n_classes, weighted):
     solution = fit_linear_head(X, y, kind="multiclass", n_outputs=n_classes, sample_weight=w, C=0.3)
     reference = _reference(0.3).fit(X, y, sample_weight=w)
     assert solution.weight.shape == (n_classes, 20) and solution.bias.shape == (n_classes,)
-    assert solution.weight.dtype == np.float32 and solution.C == 0.3 and solution.cv_scores is None
+    assert solution.weight.dtype == np.float32 and solution.C == 0.3
+    assert solution.cv_scores is None and solution.cv_grid is None
     np.testing.assert_allclose(_proba(solution, X), reference.predict_proba(X), atol=ATOL)
 
 
@@ -83,7 +95,7 @@ def test_head_with_the_solution_predicts_as_logistic_regression_on_its_standardi
     head = Head(16, 3)
     head.fit_standardization(torch.as_tensor(raw))
     standardised = ((torch.as_tensor(raw) - head.mean) / head.scale).numpy()
-    solution = fit_linear_head(standardised, y, kind="multiclass", n_outputs=3)
+    solution = fit_linear_head(standardised, y, kind="multiclass", n_outputs=3, C=1.0)
     with torch.no_grad():
         head.layers[-1].weight.copy_(torch.as_tensor(solution.weight))
         head.layers[-1].bias.copy_(torch.as_tensor(solution.bias))
@@ -114,11 +126,21 @@ def test_regression_is_ridge_with_alpha_one_over_C(n_targets):
     np.testing.assert_allclose(prediction, reference.predict(X).reshape(200, -1), atol=1e-5)
 
 
+def test_auto_is_C_one_on_features_of_unit_mean_squared_norm():
+    X, y, w = _data(3)
+    norm = np.sqrt(np.mean(np.sum(X.astype(np.float64) ** 2, axis=1)))
+    solution = fit_linear_head(X, y, kind="multiclass", n_outputs=3, sample_weight=w)
+    assert solution.C == pytest.approx(1 / norm**2) and solution.C == pytest.approx(1 / 20, rel=1e-3)
+    reference = _reference(1.0).fit(X / norm, y, sample_weight=w)
+    np.testing.assert_allclose(_proba(solution, X), reference.predict_proba(X / norm), atol=ATOL)
+
+
 def test_regression_cv_picks_from_the_grid():
     X, Y = make_regression(200, 15, n_targets=2, noise=1.0, random_state=0)
     solution = fit_linear_head(_standardised(X), _standardised(Y), kind="regression", n_outputs=2, C="cv")
-    assert solution.C in C_GRID and solution.cv_scores.shape == C_GRID.shape
-    assert solution.C >= 1.0  # nearly noiseless: little penalty
+    np.testing.assert_allclose(solution.cv_grid, CV_FACTORS / 15, rtol=1e-3)
+    assert solution.C in solution.cv_grid and solution.cv_scores.shape == CV_FACTORS.shape
+    assert solution.C == solution.cv_grid[-1]  # nearly noiseless: the least penalty
 
 
 def test_cv_prefers_a_strong_penalty_for_noise_and_a_weak_one_for_signal():
@@ -126,9 +148,11 @@ def test_cv_prefers_a_strong_penalty_for_noise_and_a_weak_one_for_signal():
     X = _standardised(rng.normal(size=(400, 30)))
     noise = fit_linear_head(X, rng.integers(0, 2, 400), kind="multiclass", n_outputs=2, C="cv")
     signal = fit_linear_head(X, (X[:, 0] + 0.2 * X[:, 1] > 0).astype(int), kind="multiclass", n_outputs=2, C="cv")
-    assert noise.cv_scores.shape == C_GRID.shape
-    assert noise.C <= 0.01 < 1.0 <= signal.C
-    assert noise.cv_scores.min() == noise.cv_scores[list(C_GRID).index(noise.C)]
+    np.testing.assert_array_equal(noise.cv_grid, signal.cv_grid)
+    assert noise.C == noise.cv_grid[0] and signal.C >= 100 * noise.C
+    assert np.nanargmin(signal.cv_scores) == list(signal.cv_grid).index(signal.C)
+    # The path walks up from the strongest penalty and stops two values past the best.
+    assert np.isfinite(noise.cv_scores[:3]).all() and np.isnan(noise.cv_scores[3:]).all()
 
 
 def test_results_are_deterministic():
@@ -139,6 +163,20 @@ def test_results_are_deterministic():
         np.testing.assert_array_equal(first.weight, second.weight)
         np.testing.assert_array_equal(first.bias, second.bias)
         assert first.C == second.C
+    np.testing.assert_array_equal(first.cv_scores, second.cv_scores)
+    other = fit_linear_head(X, y, kind="multiclass", n_outputs=3, sample_weight=w, C="cv", random_state=5)
+    assert not np.array_equal(first.cv_scores, other.cv_scores, equal_nan=True)
+
+
+def test_cv_scores_are_the_weighted_validation_log_loss_of_stratified_folds():
+    X, y, w = _data(3)
+    solution = fit_linear_head(X, y, kind="multiclass", n_outputs=3, sample_weight=w, C="cv", random_state=2)
+    C, losses = solution.cv_grid[0], []
+    for train, valid in StratifiedKFold(5, shuffle=True, random_state=2).split(X, y):
+        model = LogisticRegression(C=C, tol=CV_TOL, max_iter=5000)
+        model.fit(X[train].astype(np.float64), y[train], sample_weight=w[train])
+        losses.append(log_loss(y[valid], model.predict_proba(X[valid].astype(np.float64)), sample_weight=w[valid]))
+    assert solution.cv_scores[0] == pytest.approx(np.mean(losses), rel=1e-6)
 
 
 def test_zero_weight_samples_are_left_out():
@@ -152,7 +190,7 @@ def test_zero_weight_samples_are_left_out():
 def test_a_class_without_weight_gets_negligible_probability():
     X, y, w = _data(3)
     w[y == 1] = 0.0
-    solution = fit_linear_head(X, y, kind="multiclass", n_outputs=4, sample_weight=w)
+    solution = fit_linear_head(X, y, kind="multiclass", n_outputs=4, sample_weight=w, C=1.0)
     proba = _proba(solution, X)
     assert np.all(solution.weight[[1, 3]] == 0) and np.isfinite(solution.bias).all()
     assert proba[:, [1, 3]].max() < 1.1e-6
@@ -168,14 +206,17 @@ def test_a_single_present_class_and_constant_labels():
     labels = fit_linear_head(X, Y, kind="multilabel", n_outputs=3, C="cv")
     np.testing.assert_allclose(labels.bias[:2], [UNSEEN_LOG_ODDS, -UNSEEN_LOG_ODDS], rtol=1e-6)
     assert np.all(labels.weight[:2] == 0) and np.any(labels.weight[2] != 0)
-    assert labels.C[:2].tolist() == [FALLBACK_C] * 2 and labels.C[2] in C_GRID and labels.cv_scores is None
+    auto = fit_linear_head(X, Y, kind="multilabel", n_outputs=3).C
+    assert labels.C.shape == (3,) and labels.C[:2].tolist() == auto[:2].tolist() and labels.C[2] in labels.cv_grid
+    assert np.isnan(labels.cv_scores[:2]).all() and np.isfinite(labels.cv_scores[2, 0])
 
 
 def test_cv_falls_back_to_a_fixed_C_on_tiny_data():
     X, y, _ = _data(3, n=30)
     y[:] = np.r_[0, [1, 2] * 14, 1]  # class 0 once: no stratified 5-fold split
     solution = fit_linear_head(X, y, kind="multiclass", n_outputs=3, C="cv")
-    assert solution.C == FALLBACK_C and solution.cv_scores is None
+    assert solution.C == fit_linear_head(X, y, kind="multiclass", n_outputs=3).C
+    assert solution.cv_scores is None and solution.cv_grid is None
 
 
 def test_converges_without_warnings_on_separable_data():
@@ -189,7 +230,7 @@ def test_converges_without_warnings_on_separable_data():
 @pytest.mark.parametrize("kwargs, message", [
     ({"kind": "ranking"}, "kind must be"),
     ({"C": 0.0}, "C must be"),
-    ({"C": "auto"}, "C must be"),
+    ({"C": "best"}, "C must be"),
     ({"sample_weight": np.zeros(300)}, "no positive entry"),
 ])
 def test_bad_arguments(kwargs, message):
