@@ -12,10 +12,10 @@ The target rows are one more training stream, owned by this module from end to e
   the backbone is frozen, raw otherwise) with the label :data:`MASKED_LABEL`; a
   :class:`SourceTargetSampler` interleaves source and target rows so that every training batch holds
   ``batch_size`` of each, and an epoch is one pass over the source rows (as without adaptation).
-- **the loss** (:class:`_DomainNetMixin`): the classification loss of the source rows only, plus
-  ``adaptation_weight`` times the adaptation term of :mod:`sktransfer._domain_losses` between the
-  source and target rows' features: the inputs of the head's last linear layer (the last hidden
-  layer's output with ``head_hidden``, else the standardised backbone embedding).
+- **the loss** (the net of :mod:`sktransfer._domain_losses`): the classification loss of the source
+  rows only, plus ``adaptation_weight`` times the adaptation term between the source and target rows'
+  features: the inputs of the head's last linear layer (the last hidden layer's output with
+  ``head_hidden``, else the standardised backbone embedding).
 """
 
 from __future__ import annotations
@@ -26,13 +26,10 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from skorch.utils import to_tensor
 from torch.utils.data import ConcatDataset, Sampler
 
-from ._domain_losses import METHODS, DomainDiscriminator, adaptation_loss, dann_ramp
-from ._net import TransferNet, TransferNetClassifier
-from ._optim import param_groups
-from ._plan import SAMPLE_WEIGHT, FitPlan, precomputed_dataset
+from ._domain_losses import DOMAIN_NETS, METHODS
+from ._plan import FitPlan, precomputed_dataset
 from ._validation import Interval, StrOptions
 
 MASKED_LABEL = -1  # skada's _DEFAULT_MASKED_TARGET_CLASSIFICATION_LABEL
@@ -229,91 +226,6 @@ class SourceTargetSampler(Sampler):
         return iter(torch.stack([source, target + self.n_source], dim=1).flatten().tolist())
 
 
-# ------------------------------------------------------------------ the loss
-def _head(net):
-    return getattr(net.module_, "_orig_mod", net.module_).head
-
-
-class _DomainNetMixin:
-    """Adds the adaptation term to the loss of training batches that hold target rows (label -1)."""
-
-    def __init__(self, *args, adaptation="coral", adaptation_weight=1.0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.adaptation = adaptation
-        self.adaptation_weight = adaptation_weight
-
-    def initialize_module(self):
-        super().initialize_module()
-        if self.adaptation == "dann":
-            self.discriminator_ = DomainDiscriminator(_head(self).layers[-1].in_features).to(self.device)
-        return self
-
-    def initialize_optimizer(self, triggered_directly=None):
-        super().initialize_optimizer(triggered_directly)
-        if getattr(self, "discriminator_", None) is not None:
-            options = self.group_options or {}
-            rate = options.get("head_lr") or self.lr
-            for group in param_groups(self.discriminator_, [], lr=rate, weight_decay=options.get("weight_decay", 0.0)):
-                self.optimizer_.add_param_group(group)
-        return self
-
-    def on_train_begin(self, net, X=None, y=None, **kwargs):
-        super().on_train_begin(net, X=X, y=y, **kwargs)
-        iterator = self.get_params_for("iterator_train")
-        rows = len(iterator["sampler"]) if iterator.get("sampler") is not None else len(X)
-        self.total_steps_ = max(1, self.max_epochs * math.ceil(rows / iterator.get("batch_size", self.batch_size)))
-        self.steps_done_ = 0
-        self._features = None
-        # The features are the input of the dropout before the head's last linear layer.
-        self._hook = _head(self).layers[-2].register_forward_pre_hook(self._keep_features)
-
-    def _keep_features(self, module, args):
-        self._features = args[0]
-
-    def fit(self, X, y=None, **fit_params):
-        try:
-            return super().fit(X, y, **fit_params)
-        finally:
-            if getattr(self, "_hook", None) is not None:
-                self._hook.remove()
-            self._hook = self._features = None
-            if getattr(self, "discriminator_", None) is not None:
-                self.discriminator_.zero_grad(set_to_none=True)
-
-    def train_step(self, batch, **fit_params):
-        result = super().train_step(batch, **fit_params)
-        self.steps_done_ += 1
-        return result
-
-    def get_loss(self, y_pred, y_true, X=None, training=False):
-        y_true = to_tensor(y_true, device=y_pred.device)
-        target = y_true.reshape(len(y_true), -1)[:, 0] < 0
-        if not bool(target.any()):
-            return super().get_loss(y_pred, y_true, X=X, training=training)
-        source = ~target
-        weights = X.get(SAMPLE_WEIGHT) if isinstance(X, dict) else None
-        X_source = None if weights is None else {SAMPLE_WEIGHT: to_tensor(weights, device=y_pred.device)[source]}
-        loss = (super().get_loss(y_pred[source], y_true[source], X=X_source, training=training) if bool(source.any())
-                else y_pred.sum() * 0.0)
-        if not training or self._features is None:
-            return loss
-        coeff = dann_ramp(self.steps_done_ / self.total_steps_) if self.adaptation == "dann" else 1.0
-        term = adaptation_loss(self.adaptation, self._features[source], self._features[target],
-                               discriminator=getattr(self, "discriminator_", None), coeff=coeff)
-        return loss + self.adaptation_weight * term
-
-
-class DomainNetClassifier(_DomainNetMixin, TransferNetClassifier):
-    """skorch net of the sktransfer classifiers with domain adaptation (single-label)."""
-
-
-class DomainNet(_DomainNetMixin, TransferNet):
-    """skorch net of the sktransfer classifiers with domain adaptation (multi-label)."""
-
-
-_DOMAIN_NETS = {TransferNetClassifier: DomainNetClassifier, TransferNet: DomainNet}
-
-
 # ------------------------------------------------------------------ the estimator side
 @dataclass(repr=False, eq=False, kw_only=True)
 class DomainAdaptationMixin:
@@ -350,7 +262,10 @@ class DomainAdaptationMixin:
 
     def _split_domains(self, items, y, sample_weight, sample_domain):
         mode = "source_only" if self.domain_adaptation is None else "adapt"
-        return split_domains(items, y, sample_weight, sample_domain, mode=mode, name=type(self).__name__)
+        items, y, sample_weight, target = split_domains(items, y, sample_weight, sample_domain, mode=mode,
+                                                        name=type(self).__name__)
+        self.n_target_rows_ = 0 if target is None else len(target)
+        return items, y, sample_weight, target
 
     def _add_target_stream(self, plan: FitPlan, target: list, weighted: bool) -> FitPlan:
         """The fit plan's step for the target rows: their dataset, and batches that mix both domains."""
@@ -366,13 +281,12 @@ class DomainAdaptationMixin:
             plan.target_data = self._make_dataset(target, y, weights, augment=self._augment())
         plan.train_data = SourceTargetDataset(source, plan.target_data, np.concatenate([source.y, y]))
         plan.sampler = SourceTargetSampler(len(source), len(target))
-        self.n_target_rows_ = len(target)
         return plan
 
     @property
     def _net_class(self):
         base = super()._net_class
-        return base if self.domain_adaptation is None else _DOMAIN_NETS[base]
+        return base if self.domain_adaptation is None else DOMAIN_NETS[base]
 
     def _net_kwargs(self) -> dict:
         kwargs = super()._net_kwargs()
@@ -388,6 +302,7 @@ class DomainAdaptationMixin:
         Parameters
         ----------
         X : sequence of inputs
+            Images or texts, source or target domain alike.
         sample_domain : array-like of shape (n_samples,), default=None
             Ignored (a row's prediction does not depend on its domain); accepted for skada's scorers
             and pipelines.
@@ -397,6 +312,7 @@ class DomainAdaptationMixin:
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes)
+            One probability per class (per label for multi-label targets).
         """
         return super().predict_proba(X)
 
@@ -406,6 +322,7 @@ class DomainAdaptationMixin:
         Parameters
         ----------
         X : sequence of inputs
+            Images or texts, source or target domain alike.
         sample_domain : array-like of shape (n_samples,), default=None
             Ignored; accepted for skada's scorers and pipelines.
         allow_source : bool, default=True
@@ -414,6 +331,7 @@ class DomainAdaptationMixin:
         Returns
         -------
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_labels)
+            Labels from ``classes_``, or a 0/1 indicator matrix.
         """
         return super().predict(X)
 
@@ -423,10 +341,12 @@ class DomainAdaptationMixin:
         Parameters
         ----------
         X : sequence of inputs
+            Images or texts.
         y : array-like of shape (n_samples,) or (n_samples, n_labels)
             True labels. With ``sample_domain`` or ``domain_adaptation``, rows with masked labels (-1,
             None, NaN: unlabelled target rows) are left out.
         sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each row in the mean.
         sample_domain : array-like of shape (n_samples,), default=None
             Accepted for skada's scorers and pipelines; only the labels decide which rows count.
         allow_source : bool, default=True
@@ -435,6 +355,7 @@ class DomainAdaptationMixin:
         Returns
         -------
         score : float
+            The share of correctly predicted labelled rows.
         """
         if sample_domain is None and self.domain_adaptation is None:
             return super().score(X, y, sample_weight=sample_weight)

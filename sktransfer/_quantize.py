@@ -1,10 +1,13 @@
 """Opt-in int8 dynamic quantisation of a fitted estimator's backbone, for faster inference on CPU.
 
-Dynamic quantisation stores the weights of every ``nn.Linear`` in int8 and quantises each layer's
-input on the fly (``torch.ao.quantization.quantize_dynamic``). Transformers spend most of their time in
-those layers, so text backbones gain most; convolutional image backbones have few Linear layers and
-gain little. It changes the numbers: embeddings and predictions move, so it is never applied
-implicitly. Measured with all-MiniLM-L6-v2 on SST-2 (see ``benchmarks/inference.py``).
+Dynamic quantisation stores the weights of every ``nn.Linear`` in int8, one scale per output channel,
+and quantises each layer's input on the fly (``torch.ao.quantization.quantize_dynamic``). Transformers
+spend most of their time in those layers, so text backbones gain most; convolutional image backbones
+have few Linear layers and gain little. It changes the numbers: embeddings and predictions move, so it is never applied
+implicitly. Measured with all-MiniLM-L6-v2 on SST-2 (2,000 train phrases, 872 test sentences, one
+thread): 2.7x the texts/s; cosine similarity to the float32 embeddings median 0.973 (min 0.90; 0.937
+and 0.72 with one scale per tensor); logistic regression on the embeddings 76.1 % -> 75.5 %, a float32
+head on int8 embeddings 74.4 % (``benchmarks/inference.py`` repeats the measurement).
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ def is_quantized(module: nn.Module) -> bool:
 
 
 def quantize_dynamic_int8(module: nn.Module) -> nn.Module:
-    """Replace, in place, every ``nn.Linear`` of ``module`` by its int8 dynamically quantised version.
+    """Replace, in place, every ``nn.Linear`` of ``module`` by its int8 dynamically quantised version
+    (weights quantised per output channel).
 
     Parameters
     ----------
@@ -45,7 +49,9 @@ def quantize_dynamic_int8(module: nn.Module) -> nn.Module:
         # torch deprecates its quantised tensor types in favour of torchao; they still work in this release.
         warnings.filterwarnings("ignore", message=r".*quantize_per_tensor.*deprecated", category=UserWarning)
         warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization.*deprecated", category=DeprecationWarning)
-        return torch.ao.quantization.quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8, inplace=True)
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        return quantize_dynamic(module, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
 
 
 def quantize_int8(estimator: E) -> E:

@@ -107,7 +107,8 @@ class BackboneCache:
                 template = load()
                 with self._lock:
                     self.loads += 1
-                    self._keep(key, template)
+                    if not self._keep(key, template):
+                        return template  # too large to keep: nobody else will see this one
         return copy.deepcopy(template)
 
     def _lookup(self, key: str) -> Any:
@@ -118,15 +119,17 @@ class BackboneCache:
             self._store.move_to_end(key)
             return entry[0]
 
-    def _keep(self, key: str, template: Any) -> None:
+    def _keep(self, key: str, template: Any) -> bool:
+        """Store ``template`` (evicting the least recently used); False when it is larger than the bound."""
         size = nbytes(template)
         if size > self.max_bytes:
-            return
+            return False
         self._store[key] = (template, size)
         self.nbytes += size
         while self.nbytes > self.max_bytes:
             _, (_, old) = self._store.popitem(last=False)
             self.nbytes -= old
+        return True
 
 
 backbone_cache = BackboneCache()
