@@ -137,7 +137,8 @@ def run_pair(kind: str, source: str, target: str, mode: dict) -> tuple[list[dict
             start = time.perf_counter()
             accuracy = fit()
             rows.append({"recipe": recipe, "seed": seed, "accuracy": accuracy, "seconds": time.perf_counter() - start})
-            print(f"  {kind} {source}->{target} seed {seed} {recipe}: {100 * accuracy:.1f} %", flush=True)
+            print(f"  {kind} {source}->{target} seed {seed} {recipe}: {100 * accuracy:.1f} % "
+                  f"({rows[-1]['seconds']:.0f} s)", flush=True)
 
         if seed == mode["seeds"][0]:
             record("frozen embeddings + LogisticRegression",
@@ -160,6 +161,8 @@ def _select_weight(kind, epochs, seed, X, y, sample_domain, X_test, y_test) -> d
         clf = _classifier(kind, epochs, seed, domain_adaptation="mmd", adaptation_weight=weight)
         clf.fit(X, y, sample_domain=sample_domain)
         scores[weight] = (_entropy(clf, X, y, sample_domain), clf.score(X_test, y_test))
+        print(f"  mmd adaptation_weight={weight}: target entropy {scores[weight][0]:.4f}, "
+              f"accuracy {100 * scores[weight][1]:.1f} %", flush=True)
     chosen = min(scores, key=lambda w: scores[w][0])
     best = max(scores, key=lambda w: scores[w][1])
     return {"chosen": chosen, "best": best, "scores": scores}

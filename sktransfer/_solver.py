@@ -135,7 +135,8 @@ def fit_linear_head(features: np.ndarray, y: np.ndarray, *, kind: str, n_outputs
     grid = auto * CV_FACTORS
     searched, C = C == "cv", auto if C == "auto" else C
     with threadpool_limits(limits=1):  # see the module docstring
-        weight, bias, C, scores = _fit(X, y, w, kind, n_outputs, C, grid, auto, random_state)
+        weight, bias, chosen, scores = _fit(X, y, w, kind, n_outputs, C, grid, auto, random_state)
+    C = chosen if searched else C  # a fixed C stays one number, also for several labels
     cv_grid = grid if searched and scores is not None else None
     return LinearSolution(weight.astype(np.float32), bias.astype(np.float32), C, cv_grid, scores)
 
