@@ -207,7 +207,8 @@ def test_a_single_present_class_and_constant_labels():
     np.testing.assert_allclose(labels.bias[:2], [UNSEEN_LOG_ODDS, -UNSEEN_LOG_ODDS], rtol=1e-6)
     assert np.all(labels.weight[:2] == 0) and np.any(labels.weight[2] != 0)
     auto = fit_linear_head(X, Y, kind="multilabel", n_outputs=3).C
-    assert np.ndim(auto) == 0 and labels.C.shape == (3,) and labels.C[:2].tolist() == [auto, auto] and labels.C[2] in labels.cv_grid
+    assert np.ndim(auto) == 0 and labels.C.shape == (3,) and labels.C[:2].tolist() == [auto, auto]
+    assert labels.C[2] in labels.cv_grid
     assert np.isnan(labels.cv_scores[:2]).all() and np.isfinite(labels.cv_scores[2, 0])
 
 
