@@ -1,0 +1,102 @@
+"""Full fine-tuning at ``lr="auto"`` against hand-set learning rates, on hymenoptera and SST-2.
+
+Every recipe is ``freeze_layers="none"`` with every other parameter at its default (10 epochs, batch 32,
+constant schedule, ``warmup="auto"``); only the learning rate changes. ``lr="auto"`` gives the head 1e-3
+and the backbone its family's fine-tuning rate (1e-4 for convolutional networks, 3e-5 for transformers)
+with a 10 % warm-up; a float gives that one rate to head and backbone alike, without warm-up. The hand-set
+rates bracket the published recipes: 2e-5 to 1e-4 for BERT-style models, 1e-4 to 1e-3 for CNNs.
+
+Each fit runs in a fresh process. Quick mode: subsamples and 2 epochs (a smoke test of the machinery).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._harness import (
+    headline,
+    markdown_table,
+    read_hymenoptera,
+    read_sst2,
+    run_isolated,
+    synthetic_images,
+    synthetic_texts,
+    timed,
+    tiny,
+    tiny_text_backbone,
+    write_result,
+)
+
+TINY = True
+RATES = {"hymenoptera": ("auto", 1e-4, 3e-4, 1e-3), "sst2": ("auto", 2e-5, 5e-5, 1e-4)}
+SIZES = {"quick": {"hymenoptera": 64, "sst2": 500}, "full": {"hymenoptera": None, "sst2": 5000}}
+
+
+def _data(dataset: str, quick: bool):
+    if tiny():
+        make = synthetic_images if dataset == "hymenoptera" else synthetic_texts
+        return (*make(24, seed=0), *make(24, seed=1), "synthetic, 24 train / 24 test (tiny mode)")
+    n = SIZES["quick" if quick else "full"][dataset]
+    if dataset == "hymenoptera":
+        X, y = read_hymenoptera("train")
+        X_test, y_test = read_hymenoptera("val")
+        split = "train (245 images) -> val (153)"
+        if n is not None:
+            X, y, split = X[:: len(X) // n + 1], y[:: len(y) // n + 1], "a subsample of train -> val (153)"
+        return X, y, X_test, y_test, split
+    return (*read_sst2("train", n), *read_sst2("test"), f"random {n:,} of 60,614 train phrases -> test.tsv (872)")
+
+
+def fit_one(dataset: str, lr, quick: bool) -> dict:
+    """Fit one full fine-tuning at ``lr``; accuracy on the test split, fit time and the rates used."""
+    import torch
+
+    from sktransfer import PretrainedImageClassifier, PretrainedTextClassifier
+
+    torch.manual_seed(0)
+    X, y, X_test, y_test, _ = _data(dataset, quick)
+    params = {"freeze_layers": "none", "lr": lr, "random_state": 0}
+    if tiny():
+        params |= ({"backbone": "test_efficientnet", "pretrained": False} if dataset == "hymenoptera"
+                   else {"backbone": tiny_text_backbone(), "max_length": 16})
+    if quick or tiny():
+        params["max_epochs"] = 2
+    cls = PretrainedImageClassifier if dataset == "hymenoptera" else PretrainedTextClassifier
+    clf = cls(**params)
+    record: dict = {"n_train": len(X)}
+    with timed(record, "fit_s"):
+        clf.fit(X, y)
+    record["accuracy"] = float(clf.score(X_test, y_test))
+    record["lr_"] = {k: v for k, v in clf.lr_.items()}
+    record["epochs"] = int(clf.n_epochs_)
+    return record
+
+
+def _section(dataset: str, title: str, quick: bool) -> tuple[str, dict]:
+    *_, split = _data(dataset, quick)
+    rows = []
+    for lr in RATES[dataset][: 2 if tiny() else None]:
+        r = run_isolated("benchmarks.learning_rates:fit_one", dataset=dataset, lr=lr, quick=quick)
+        rates = r["lr_"]
+        rows.append({"lr": lr, "head rate": rates["head"], "backbone rate": rates["backbone"],
+                     "warm-up": rates["warmup"], "epochs": r["epochs"], "accuracy %": 100 * r["accuracy"],
+                     "fit s": r["fit_s"]})
+    auto = rows[0]["accuracy %"]
+    best = max(rows[1:], key=lambda row: row["accuracy %"])
+    gap = {"auto": auto, "best": best["accuracy %"], "best lr": best["lr"]}
+    body = (f"## {title}\n\nSplit: {split}.\n\n{markdown_table(rows)}\n\n"
+            f"`lr=\"auto\"`: {auto:.2f} %; best hand-set rate {best['lr']}: {best['accuracy %']:.2f} % "
+            f"(auto minus best: {auto - best['accuracy %']:+.2f} points).\n")
+    return body, gap
+
+
+def run(quick: bool, out_dir: Path) -> Path:
+    """Fit every rate on both data sets and write ``learning_rates.md``."""
+    image, image_gap = _section("hymenoptera", "Hymenoptera (EfficientNet-Lite0)", quick)
+    text, text_gap = _section("sst2", "SST-2 (all-MiniLM-L6-v2)", quick)
+    mode = "tiny" if tiny() else "quick" if quick else "full"
+    top = headline(f"lr=\"auto\" minus the best hand-set rate: hymenoptera {image_gap['auto'] - image_gap['best']:+.1f}"
+                   f" points, SST-2 {text_gap['auto'] - text_gap['best']:+.1f} points (full fine-tuning)")
+    notes = f"Mode: {mode}. " + __doc__.split(chr(10) * 2)[1].replace("``", "`") + "\n\n"
+    return write_result("learning_rates", "Learning rates for full fine-tuning: auto against hand-set",
+                        top + "\n" + notes + image + "\n" + text, out_dir)
