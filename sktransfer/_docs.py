@@ -16,16 +16,19 @@ from dataclasses import dataclass
 
 # ------------------------------------------------------------------------------------------- parameters
 IMAGE_BACKBONE_PARAM = """\
-backbone : str or torch.nn.Module, default="efficientnet_lite0"
+backbone : str, torch.nn.Module or fitted image model, default="efficientnet_lite0"
     "efficientnet_lite0" (ImageNet weights shipped with sktransfer, works offline), any timm or
-    torchvision model name, a local timm model directory, or your own ``nn.Module`` that maps
-    (N, 3, H, W) images to features."""
+    torchvision model name, a local timm model directory, your own ``nn.Module`` that maps
+    (N, 3, H, W) images to features, or a fitted sktransfer image model (or a folder its ``save``
+    wrote): a copy of its fitted backbone starts this model (sequential transfer)."""
 
 TEXT_BACKBONE_PARAM = """\
-backbone : str, default="all-MiniLM-L6-v2"
+backbone : str or fitted text model, default="all-MiniLM-L6-v2"
     "all-MiniLM-L6-v2" (sentence-transformers weights shipped with sktransfer, works offline), a
-    Hugging Face model id (from the local cache, or the hub when online) or a local directory
-    saved with ``save_pretrained``. The model's own tokenizer is used."""
+    Hugging Face model id (from the local cache, or the hub when online), a local directory
+    saved with ``save_pretrained``, or a fitted sktransfer text model (or a folder its ``save``
+    wrote): a copy of its fitted backbone, with its tokenizer, starts this model (sequential
+    transfer). The model's own tokenizer is used."""
 
 BACKBONE_PARAMS = """\
 pretrained : bool, default=True
@@ -228,6 +231,9 @@ y_ndim_ : int
     Dimensions of the ``y`` seen in fit (1 or 2); ``predict`` returns the same."""
 
 BACKBONE_ATTRIBUTES = """\
+base_model_ : estimator or None
+    The fitted model whose backbone this one started from (``backbone`` given as a fitted model or
+    a saved folder), kept so that pickles and saved folders need nothing else; else None.
 backbone_identity_ : str
     Names the backbone's weights (source, name, pretrained, pooling) in the feature cache keys; random
     weights and user modules get a unique suffix, so their embeddings are never shared.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import uuid
 from dataclasses import dataclass
@@ -10,13 +11,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, _clone_parametrized
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ._backbones import Backbone
 from ._cache import feature_cache, feature_keys, fingerprint
 from ._device import resolve_device, resolve_num_workers, resolve_precision, to_device
+from ._fitted_backbone import backbone_from_model, resolve_base_model
 from ._net import _AMP_DTYPES
 from ._persistence import PersistenceMixin
 from ._validation import Interval, StrOptions, check_device, positive_int, validate_params
@@ -26,7 +28,7 @@ from ._validation import Interval, StrOptions, check_device, positive_int, valid
 class BackboneEstimator(PersistenceMixin, TransformerMixin, BaseEstimator):
     """Base of all sktransfer estimators: a backbone, its preprocessing, and cached embeddings.
 
-    Subclasses provide the input modality (``_check_inputs``, ``_resolve_backbone``,
+    Subclasses provide the input modality (``_modality``, ``_check_inputs``, ``_load_backbone``, ``_checked_backbone``,
     ``_make_dataset``, ``_collate_fn``, ``_preprocessing_key``, ``_inference_order``,
     ``_item_fingerprint``, ``_can_cache_prefix``, ``_export_inputs``).
     """
@@ -42,7 +44,7 @@ class BackboneEstimator(PersistenceMixin, TransformerMixin, BaseEstimator):
     verbose: int = 0
 
     _parameter_constraints = {
-        "backbone": [str, os.PathLike, torch.nn.Module],
+        "backbone": [str, os.PathLike, torch.nn.Module, BaseEstimator],
         "pretrained": ["boolean"],
         "batch_size": [positive_int],
         "cache": ["boolean"],
@@ -58,6 +60,7 @@ class BackboneEstimator(PersistenceMixin, TransformerMixin, BaseEstimator):
         self.device_ = resolve_device(self.device)
         self.precision_ = resolve_precision(self.precision, self.device_)
         self.num_workers_ = resolve_num_workers(self.num_workers, self.device_)
+        self.base_model_ = resolve_base_model(self)
         backbone = self._resolve_backbone()
         to_device(backbone.encoder, self.device_)
         # Random initial weights, or a user module's, are not named by the identity: never share their cache.
@@ -68,6 +71,15 @@ class BackboneEstimator(PersistenceMixin, TransformerMixin, BaseEstimator):
         self.data_config_ = backbone.data_config
         if backbone.tokenizer is not None:
             self.tokenizer_ = backbone.tokenizer
+        return backbone
+
+    def _resolve_backbone(self) -> Backbone:
+        """The backbone: a copy of the fitted model's it starts from (``base_model_``), else the named or given one."""
+        base = getattr(self, "base_model_", None)
+        return self._checked_backbone(backbone_from_model(base) if base is not None else self._load_backbone())
+
+    def _checked_backbone(self, backbone: Backbone) -> Backbone:
+        """The modality's checks of a resolved backbone against the parameters (none by default)."""
         return backbone
 
     def _loader(self, dataset, *, shuffle: bool = False) -> torch.utils.data.DataLoader:
@@ -178,6 +190,16 @@ class BackboneEstimator(PersistenceMixin, TransformerMixin, BaseEstimator):
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "n_features_out_")
 
+    def __sklearn_clone__(self) -> BackboneEstimator:
+        """``clone``, except that parameters holding fitted models (a ``backbone`` to start from, a
+        ``teacher``) are passed on as they are: cloning them would unfit them. Fits never modify them."""
+        kept = {name: value for name, value in self.get_params(deep=False).items() if is_fitted_model(value)}
+        shell = copy.copy(self)
+        shell.__dict__.update(dict.fromkeys(kept))
+        new = _clone_parametrized(shell)
+        new.__dict__.update(kept)
+        return new
+
     def _validate(self) -> None:
         validate_params(self)
         check_device(self.device)
@@ -226,3 +248,14 @@ class EmbedderBase(BackboneEstimator):
 
     def _restore(self, encoder: torch.nn.Module, head_state: dict[str, torch.Tensor], history: list) -> None:
         self._attach_encoder(encoder)
+
+
+def is_fitted_model(value: Any) -> bool:
+    """Whether ``value`` is a fitted scikit-learn estimator (a model a parameter may start from)."""
+    if isinstance(value, type) or not hasattr(value, "get_params") or not hasattr(value, "fit"):
+        return False
+    try:
+        check_is_fitted(value)
+    except (TypeError, ValueError):  # NotFittedError is a ValueError
+        return False
+    return True

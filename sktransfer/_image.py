@@ -21,10 +21,12 @@ from ._validation import StrOptions
 class _ImageInput(BackboneEstimator):
     backbone: Any = "efficientnet_lite0"
 
+    _modality = "image"
+
     def _check_inputs(self, X) -> list:
         return check_images(X)
 
-    def _resolve_backbone(self):
+    def _load_backbone(self):
         return resolve_image_backbone(self.backbone, self.pretrained)
 
     def _make_dataset(self, items, y=None, sample_weight=None, augment=None):

@@ -29,7 +29,8 @@ from ._device import resolve_device, resolve_num_workers, resolve_precision
 _CONFIG = "config.json"
 _WEIGHTS = "model.safetensors"
 _VERSIONED = ("sktransfer", "torch", "timm", "transformers", "skorch", "scikit-learn", "safetensors")
-_NOT_SAVED = {"net_", "encoder_", "history_", "tokenizer_", "device_", "precision_", "num_workers_"}
+_NOT_SAVED = {"net_", "encoder_", "history_", "tokenizer_", "device_", "precision_", "num_workers_", "base_model_"}
+_BASE = "base"  # the sub-folder that holds the fitted model a model started from (sequential transfer)
 
 
 def _versions() -> dict[str, str | None]:
@@ -94,7 +95,8 @@ class PersistenceMixin:
 
     # ------------------------------------------------------ encoder state
     def _rebuildable(self) -> bool:
-        return isinstance(self.backbone, (str, os.PathLike))
+        """Whether the pretrained backbone can be rebuilt: from its name, or from the fitted model it started from."""
+        return isinstance(self.backbone, (str, os.PathLike)) or getattr(self, "base_model_", None) is not None
 
     def _encoder_parts(self, encoder: nn.Module) -> tuple[dict[str, torch.Tensor], str | None]:
         """The encoder state to store, and the fingerprint of what is left out (None: nothing is)."""
@@ -173,6 +175,11 @@ class PersistenceMixin:
         tensors.update({f"head.{k}": v.detach().to("cpu", copy=True).contiguous() for k, v in head.items()})
         save_file(tensors, str(path / _WEIGHTS))
         params = self.get_params(deep=False)
+        base = getattr(self, "base_model_", None)
+        if base is not None:
+            base.save(path / _BASE)
+            if params["backbone"] is base:
+                params.pop("backbone")  # load() passes the model read back from the sub-folder
         fitted = {k: v for k, v in vars(self).items() if _is_fitted_name(k) and k not in _NOT_SAVED}
         history = list(getattr(self, "history_", []))
         config = {
@@ -182,6 +189,7 @@ class PersistenceMixin:
             "fitted": {k: _to_json(v) for k, v in fitted.items()},
             "history": _to_json(history) if _json_able(history) else [],
             "encoder_fingerprint": fingerprint,
+            "base": None if base is None else _BASE,
             "versions": _versions(),
         }
         (path / _CONFIG).write_text(json.dumps(config, indent=1))
@@ -214,11 +222,14 @@ def _read_config(path: Path) -> dict:
         raise ValueError(f"{str(file)!r} is not valid JSON ({err}); it was not written by save().") from err
     if not isinstance(config, dict):
         raise ValueError(f"{str(file)!r} must hold a JSON object, got {type(config).__name__}.")
-    for key, kind in {**_CONFIG_KEYS, "encoder_fingerprint": (str, type(None))}.items():
+    config.setdefault("base", None)  # absent from folders written before sequential transfer
+    for key, kind in {**_CONFIG_KEYS, "encoder_fingerprint": (str, type(None)), "base": (str, type(None))}.items():
         if key not in config:
             raise ValueError(f"{str(file)!r} has no {key!r} entry; it was not written by save() or was edited.")
         if not isinstance(config[key], kind):
             raise ValueError(f"{str(file)!r}: the {key!r} entry has the wrong type ({type(config[key]).__name__}).")
+    if config["base"] not in (None, _BASE):
+        raise ValueError(f"{str(file)!r}: the 'base' entry must be {_BASE!r} or null; the file was edited.")
     bad = [k for k in config["fitted"] if not _is_fitted_name(k) or k in _NOT_SAVED]
     if bad or not all(isinstance(k, str) for k in config["params_not_saved"]):
         raise ValueError(f"{str(file)!r}: unexpected fitted attribute names {bad[:5]}; the file was edited.")
@@ -281,8 +292,13 @@ def load(path: str | os.PathLike, **params: Any):
     if changed:
         detail = ", ".join(f"{k} {v} -> {now}" for k, (v, now) in changed.items())
         warnings.warn(f"Loading a model saved with other library versions ({detail}).", UserWarning, stacklevel=2)
+    base = load(path / _BASE) if config["base"] else None
+    if base is not None and "backbone" not in config["params"]:
+        params.setdefault("backbone", base)
     estimator = cls(**{**{k: _from_json(v) for k, v in config["params"].items()}, **params})
     try:
+        if base is not None:
+            estimator.base_model_ = base
         estimator._validate()
         tensors = load_file(str(path / _WEIGHTS))
         estimator.__dict__.update({k: _from_json(v) for k, v in config["fitted"].items()})

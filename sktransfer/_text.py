@@ -29,12 +29,16 @@ class _TextInput(BackboneEstimator):
     }
 
     _item_fingerprint = staticmethod(text_fingerprint)
+    _modality = "text"
 
     def _check_inputs(self, X) -> list:
         return check_texts(X)
 
-    def _resolve_backbone(self):
-        backbone = resolve_text_backbone(self.backbone, self.pretrained, self.pooling)
+    def _load_backbone(self):
+        return resolve_text_backbone(self.backbone, self.pretrained, self.pooling)
+
+    def _checked_backbone(self, backbone):
+        backbone.encoder.pooling = self.pooling  # also for a fitted model's backbone: the pooling is this model's
         check_max_length(self.max_length, backbone.encoder.model, backbone.tokenizer, self.backbone)
         return backbone
 

@@ -1,0 +1,112 @@
+"""Sequential transfer: a fitted sktransfer model, or a folder its ``save`` wrote, as the next model's backbone.
+
+``backbone=fitted_model`` starts the new model from a copy of the fitted model's backbone, as it was
+after its fit (fine-tuned blocks, LoRA adapters merged into their weights); the new model gets its own
+head, and ``freeze_layers``, adapters and every other parameter apply as they do to a named backbone.
+The fitted model is read, never changed or refitted, and ``clone`` passes it on as it is. The new
+model keeps the fitted model it started from as ``base_model_``, so its pickles and saved folders do
+not depend on the old model's files.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._backbones import Backbone, TextEncoder
+from ._freezing import module_blocks, timm_blocks, transformer_blocks
+
+
+def is_saved_model_dir(value: Any) -> bool:
+    """Whether ``value`` names a folder written by an sktransfer estimator's ``save``."""
+    if not isinstance(value, (str, os.PathLike)) or not os.path.isdir(value):
+        return False
+    config = os.path.join(value, "config.json")
+    if not (os.path.isfile(config) and os.path.isfile(os.path.join(value, "model.safetensors"))):
+        return False
+    try:
+        with open(config, encoding="utf-8") as f:
+            content = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(content, dict) and "params_not_saved" in content  # a Hugging Face folder has no such key
+
+
+def resolve_base_model(estimator) -> Any:
+    """The fitted model ``estimator.backbone`` names (loaded from its folder if need be), or None."""
+    from ._embedding import BackboneEstimator
+    from ._persistence import load
+
+    value = estimator.backbone
+    if is_saved_model_dir(value):
+        base = load(value)
+    elif isinstance(value, BackboneEstimator):
+        if not value.__sklearn_is_fitted__():
+            raise ValueError(
+                f"backbone is an unfitted {type(value).__name__}: fit it first to start from its fine-tuned "
+                "backbone, or pass its backbone name (e.g. backbone=model.backbone) to start from the pretrained one."
+            )
+        base = value
+    else:
+        return None
+    if base._modality != estimator._modality:
+        raise ValueError(
+            f"backbone is a fitted {type(base).__name__}, a model of {base._modality} inputs; "
+            f"{type(estimator).__name__} needs a backbone for {estimator._modality} inputs."
+        )
+    if not estimator.pretrained:
+        raise ValueError("pretrained=False asks for random weights, but backbone is a fitted model whose weights "
+                         "are what it passes on: leave pretrained=True.")
+    return base
+
+
+def _merge_adapters(encoder: nn.Module) -> None:
+    """Fold LoRA adapters into the weights they adapt and put the plain layers back."""
+    if not any("lora_" in name for name, _ in encoder.named_parameters()):
+        return
+    from peft.tuners.lora import LoraLayer
+
+    for name, module in list(encoder.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()
+            parent, _, child = name.rpartition(".")
+            setattr(encoder.get_submodule(parent) if parent else encoder, child, module.get_base_layer())
+    if hasattr(encoder, "peft_config"):
+        del encoder.peft_config
+
+
+def _blocks(encoder: nn.Module) -> list[list[str]]:
+    if isinstance(encoder, TextEncoder):
+        return transformer_blocks(encoder.model, prefix="model.")
+    if hasattr(encoder.model, "group_matcher"):
+        return timm_blocks(encoder.model, prefix="model.")
+    return module_blocks(encoder.model, prefix="model.")
+
+
+def _content_digest(encoder: nn.Module) -> str:
+    digest = hashlib.blake2b(digest_size=20)
+    for name, tensor in encoder.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def backbone_from_model(base) -> Backbone:
+    """A fresh copy of ``base``'s fitted backbone, with its preprocessing, ready for a new head."""
+    encoder = copy.deepcopy(base._fitted_encoder()).to("cpu")
+    _merge_adapters(encoder)
+    for param in encoder.parameters():
+        param.requires_grad_(True)
+    # An unchanged pretrained backbone shares its embeddings (the feature cache) with its name; a tuned one
+    # is named by its content, so every fit that starts from the same fitted model shares them too.
+    tuned = getattr(base, "backbone_tuned_", False)
+    identity = f"fitted:{_content_digest(encoder)}" if tuned else base.backbone_identity_
+    return Backbone(encoder=encoder, num_features=int(base.n_features_out_), blocks=_blocks(encoder),
+                    family="fitted", identity=identity, data_config=dict(base.data_config_),
+                    tokenizer=getattr(base, "tokenizer_", None))
