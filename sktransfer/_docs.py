@@ -33,6 +33,12 @@ backbone : str or fitted text model, default="all-MiniLM-L6-v2"
 BACKBONE_PARAMS = """\
 pretrained : bool, default=True
     Load pretrained weights; ``False`` starts from random weights (useful for tests).
+keep_blocks : int or None, default=None
+    Keep only the backbone's first ``keep_blocks`` blocks (stem or embeddings included, as
+    ``n_backbone_blocks_`` counts them) and remove the others: fewer parameters, faster fits and
+    predictions, smaller saved files. The embedding is the last kept block's pooled output (a text
+    model's token states are those of its last kept layer); ``freeze_layers`` counts the kept blocks.
+    None: the whole backbone.
 batch_size : int, default=32
     Samples per batch for training and inference.
 cache : bool, default=True
@@ -67,17 +73,17 @@ dropout : float, default=0.0
     Dropout before each linear layer of the head.
 head_hidden : tuple of int, default=()
     Hidden layer sizes of the head, e.g. ``(1024,)``.
-C : float, "cv" or None, default=0.01
+C : float, "auto", "cv" or None, default="auto"
     How a linear head on a frozen backbone's cached embeddings trains: to convergence, with
     scikit-learn's full-batch solvers, as ``LogisticRegression(C=C)`` (single- or multi-label) or
     ``Ridge(alpha=1 / C)`` (regressors) on the standardised embeddings; deterministic, and it takes
-    ``class_weight`` and ``sample_weight``. The default 0.01 is a strong penalty on standardised
-    features (about what ``LogisticRegression()`` applies to raw pretrained embeddings, whose scale is
-    small); measured, it matches or beats frozen embeddings + ``LogisticRegression()`` within noise.
+    ``class_weight`` and ``sample_weight``. "auto" is ``1 / mean ||x||^2`` of the standardised
+    embeddings (about ``1 / n_features``): the penalty ``LogisticRegression()`` applies to embeddings
+    of unit norm, as sentence embeddings are, whatever the backbone's width.
     "cv" picks C by a 5-fold cross-validation of the log-loss (leave-one-out error for regressors)
-    over 1e-4 ... 1e2. None: train the head by mini-batch epochs
+    over "auto" times 1e-2 ... 1e3. None: train the head by mini-batch epochs
     like any head. Mini-batch training is always used when the backbone trains, with ``head_hidden``,
-    ``label_smoothing``, ``augment``, a domain adaptation, or ``partial_fit``; ``max_epochs``, early
+    ``label_smoothing``, ``augment``, a domain adaptation, a ``teacher``, or ``partial_fit``; ``max_epochs``, early
     stopping and the schedules then apply. ``C_`` records the C used (None after mini-batch training).
 optimizer : {"adamw", "adam", "sgd"}, default="adamw"
     SGD uses momentum 0.9.
@@ -164,7 +170,23 @@ domain_adaptation : {"dann", "coral", "mmd"} or None, default=None
     rows, if ``sample_domain`` marks any, are left out.
 adaptation_weight : float, default=1.0
     Weight of the adaptation loss against the source rows' classification loss (0: source only, with
-    the same batches). Choose it without target labels with skada's scorers (see the README)."""
+    the same batches). Choose it without target labels with skada's scorers (see the README).
+teacher : estimator or None, default=None
+    Knowledge distillation: a fitted classifier with ``predict_proba`` and the same ``classes_`` (a
+    fine-tuned sktransfer classifier, a Pipeline ...) whose soft predictions the model learns from. Its
+    probabilities on the training rows are computed once per fit; rows with masked labels (-1, None for
+    string labels) are unlabelled rows that learn from the teacher alone. It is never refitted or changed
+    (``clone`` passes it on as it is) nor needed after fit: ``save`` leaves it out (``load`` gives
+    ``teacher=None``). The head then trains by mini-batch epochs; early stopping watches the true labels.
+    Not with ``domain_adaptation`` or a multi-label ``y``.
+distill_temperature : float, default=2.0
+    Temperature T: the teacher's probabilities p become soft targets proportional to ``p ** (1 / T)``
+    (the softmax of its logits over T), matched by the softmax of the model's logits over T; the term is
+    scaled by T squared, as in Hinton et al. (2015).
+distill_weight : float, default=0.5
+    Weight w of the teacher: a labelled row's loss is (1 - w) times the cross-entropy of its label plus w
+    times the distillation term (the KL divergence to the soft targets); an unlabelled row has the second
+    term only. 1: the teacher alone; 0: the labels alone."""
 
 AUGMENT_PARAM = """\
 augment : {"light", "standard"}, callable or None, default=None
@@ -218,7 +240,9 @@ multilabel_ : bool
 n_outputs_ : int
     Outputs of the head: the number of classes, or of labels for multi-label targets.
 n_target_rows_ : int
-    Unlabelled target-domain rows the last fit adapted to (0 without ``domain_adaptation``)."""
+    Unlabelled target-domain rows the last fit adapted to (0 without ``domain_adaptation``).
+n_unlabelled_rows_ : int
+    Unlabelled rows the last fit learned from the teacher's predictions alone (0 without ``teacher``)."""
 
 REGRESSOR_ATTRIBUTES = """\
 n_outputs_ : int

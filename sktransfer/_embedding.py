@@ -21,6 +21,7 @@ from ._device import resolve_device, resolve_num_workers, resolve_precision, to_
 from ._fitted_backbone import backbone_from_model, resolve_base_model
 from ._net import _AMP_DTYPES
 from ._persistence import PersistenceMixin
+from ._truncate import keep_first_blocks
 from ._validation import Interval, StrOptions, check_device, positive_int, validate_params
 
 
@@ -35,6 +36,7 @@ class BackboneEstimator(PersistenceMixin, TransformerMixin, BaseEstimator):
 
     backbone: Any = None
     pretrained: bool = True
+    keep_blocks: int | None = None
     batch_size: int = 32
     cache: bool = True
     cache_dir: str | None = None
@@ -46,6 +48,7 @@ class BackboneEstimator(PersistenceMixin, TransformerMixin, BaseEstimator):
     _parameter_constraints = {
         "backbone": [str, os.PathLike, torch.nn.Module, BaseEstimator],
         "pretrained": ["boolean"],
+        "keep_blocks": [positive_int, None],
         "batch_size": [positive_int],
         "cache": ["boolean"],
         "cache_dir": [str, os.PathLike, None],
@@ -74,9 +77,11 @@ class BackboneEstimator(PersistenceMixin, TransformerMixin, BaseEstimator):
         return backbone
 
     def _resolve_backbone(self) -> Backbone:
-        """The backbone: a copy of the fitted model's it starts from (``base_model_``), else the named or given one."""
+        """The backbone: a copy of the fitted model's it starts from (``base_model_``), else the named or given one;
+        cut to its first ``keep_blocks`` blocks (fit, pickles and ``load`` all rebuild it here)."""
         base = getattr(self, "base_model_", None)
-        return self._checked_backbone(backbone_from_model(base) if base is not None else self._load_backbone())
+        backbone = backbone_from_model(base) if base is not None else self._load_backbone()
+        return self._checked_backbone(keep_first_blocks(backbone, self.keep_blocks))
 
     def _checked_backbone(self, backbone: Backbone) -> Backbone:
         """The modality's checks of a resolved backbone against the parameters (none by default)."""

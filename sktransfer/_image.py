@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ._backbones import resolve_image_backbone
+from ._distill import DistillationMixin
 from ._docs import AUGMENT, CLASSIFIER, EMBEDDER, IMAGE, REGRESSOR, document, related
 from ._domain import DomainAdaptationMixin
 from ._embedding import BackboneEstimator, EmbedderBase
@@ -79,7 +80,7 @@ class _ImageTraining(_ImageInput, TrainableEstimator):
 (2, 256)""",
 )
 @dataclass(repr=False, eq=False, kw_only=True)
-class PretrainedImageClassifier(_ImageTraining, DomainAdaptationMixin, ClassifierTask):
+class PretrainedImageClassifier(_ImageTraining, DistillationMixin, DomainAdaptationMixin, ClassifierTask):
     """Image classifier on a pretrained backbone with a new head, trained with skorch."""
 
 

@@ -93,6 +93,8 @@ class PersistenceMixin:
     history)``; ``_prepare_rebuilt_encoder(encoder)`` re-adds what training added (adapters).
     """
 
+    _training_only_params: tuple = ()  # parameters only fit reads (a distillation teacher): save() writes None
+
     # ------------------------------------------------------ encoder state
     def _rebuildable(self) -> bool:
         """Whether the pretrained backbone can be rebuilt: from its name, or from the fitted model it started from."""
@@ -175,6 +177,7 @@ class PersistenceMixin:
         tensors.update({f"head.{k}": v.detach().to("cpu", copy=True).contiguous() for k, v in head.items()})
         save_file(tensors, str(path / _WEIGHTS))
         params = self.get_params(deep=False)
+        params.update(dict.fromkeys(self._training_only_params))  # so that load() needs no teacher
         base = getattr(self, "base_model_", None)
         if base is not None:
             base.save(path / _BASE)

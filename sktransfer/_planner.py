@@ -80,13 +80,20 @@ class FitPlanner:
             callbacks=self._callbacks(trainable.blocks, len(train_idx), epochs, rates.warmup, valid_data is not None),
             head_solver=self._head_solver(stage, incremental, target is None),
         )
+        if self._distilling():
+            # A teacher's soft targets (knowledge distillation, see _distill.py); ``target``: the unlabelled rows.
+            return self._add_teacher_stream(plan, items, y, weights, train_idx, values, unlabelled=target or [])
         # Unlabelled target-domain rows (domain adaptation, see _domain.py): their dataset and mixed batches.
         return plan if target is None else self._add_target_stream(plan, target, weighted=weights is not None)
+
+    def _distilling(self) -> bool:
+        """Whether a teacher's predictions train this fit (the classifiers' ``teacher``, see ``_distill.py``)."""
+        return False
 
     def _head_solver(self, stage: Stage, incremental: bool, single_domain: bool) -> str | None:
         """The convex problem a linear head on fixed embeddings solves to convergence, if it does (see ``C``)."""
         converge = (stage is Stage.EMBEDDINGS and self.C is not None and not self.head_hidden and not incremental
-                    and single_domain)
+                    and single_domain and not self._distilling())
         return self._solver_kind() if converge else None
 
     def _build_module(self) -> tuple[TransferModule, list[list[str]]]:

@@ -9,6 +9,7 @@ import numpy as np
 
 from ._backbones import resolve_text_backbone
 from ._cache import text_fingerprint
+from ._distill import DistillationMixin
 from ._docs import CLASSIFIER, EMBEDDER, REGRESSOR, TEXT, document, related
 from ._domain import DomainAdaptationMixin
 from ._embedding import BackboneEstimator, EmbedderBase
@@ -87,7 +88,7 @@ class _TextInput(BackboneEstimator):
 (1, 384)""",
 )
 @dataclass(repr=False, eq=False, kw_only=True)
-class PretrainedTextClassifier(_TextInput, DomainAdaptationMixin, ClassifierTask):
+class PretrainedTextClassifier(_TextInput, DistillationMixin, DomainAdaptationMixin, ClassifierTask):
     """Text classifier on a pretrained transformer with a new head, trained with skorch."""
 
 

@@ -46,7 +46,7 @@ class TrainableEstimator(FitPlanner, ExportMixin, BackboneEstimator):
     weight_decay: float = 0.01
     dropout: float = 0.0
     head_hidden: tuple = ()
-    C: float | str | None = 0.01
+    C: float | str | None = "auto"
     optimizer: str = "adamw"
     lr_schedule: str = "constant"
     warmup: float | str = "auto"
@@ -76,7 +76,7 @@ class TrainableEstimator(FitPlanner, ExportMixin, BackboneEstimator):
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "dropout": [fraction],
         "head_hidden": [tuple, list],
-        "C": [positive_real, StrOptions({"cv"}), None],
+        "C": [positive_real, StrOptions({"auto", "cv"}), None],
         "optimizer": [StrOptions({"adamw", "adam", "sgd"})],
         "lr_schedule": [StrOptions({"constant", "cosine", "linear", "onecycle"})],
         "warmup": [fraction, StrOptions({"auto"})],
