@@ -5,7 +5,8 @@ Each estimator's class body starts with a literal one-line summary (what IDEs re
 input and task contribute (a :class:`Part` each: extended text, parameters, fitted attributes) and its
 See Also and Examples sections, in numpydoc's order, so that ``help()`` and Jupyter show the whole
 text while every shared paragraph is written once, here. A new option's entry goes into the section
-of the class that owns it; the README's "Training options" table is checked against these entries.
+of the class that owns it (parameters in :mod:`._parameter_docs`); the README's "Training options" table
+is checked against these entries.
 """
 
 from __future__ import annotations
@@ -14,222 +15,21 @@ import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-# ------------------------------------------------------------------------------------------- parameters
-IMAGE_BACKBONE_PARAM = """\
-backbone : str, torch.nn.Module or fitted image model, default="efficientnet_lite0"
-    "efficientnet_lite0" (ImageNet weights shipped with sktransfer, works offline), any timm or
-    torchvision model name, a local timm model directory, your own ``nn.Module`` that maps
-    (N, 3, H, W) images to features, or a fitted sktransfer image model (or a folder its ``save``
-    wrote): a copy of its fitted backbone starts this model (sequential transfer)."""
-
-TEXT_BACKBONE_PARAM = """\
-backbone : str or fitted text model, default="all-MiniLM-L6-v2"
-    "all-MiniLM-L6-v2" (sentence-transformers weights shipped with sktransfer, works offline), a
-    Hugging Face model id (from the local cache, or the hub when online), a local directory
-    saved with ``save_pretrained``, or a fitted sktransfer text model (or a folder its ``save``
-    wrote): a copy of its fitted backbone, with its tokenizer, starts this model (sequential
-    transfer). The model's own tokenizer is used."""
-
-BACKBONE_PARAMS = """\
-pretrained : bool, default=True
-    Load pretrained weights; ``False`` starts from random weights (useful for tests).
-keep_blocks : int or None, default=None
-    Keep only the backbone's first ``keep_blocks`` blocks (stem or embeddings included, as
-    ``n_backbone_blocks_`` counts them) and remove the others: fewer parameters, faster fits and
-    predictions, smaller saved files. The embedding is the last kept block's pooled output (a text
-    model's token states are those of its last kept layer); ``freeze_layers`` counts the kept blocks.
-    None: the whole backbone.
-batch_size : int, default=32
-    Samples per batch for training and inference.
-cache : bool, default=True
-    Reuse frozen-backbone embeddings across epochs, folds and grid points (see ``feature_cache``).
-cache_dir : str or None, default=None
-    Also keep cached embeddings on disk here, shared by parallel workers.
-precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
-    bf16 autocast on GPUs that support it, fp16 with a gradient scaler on older GPUs, fp32 on CPU.
-num_workers : int or None, default=None
-    DataLoader worker processes; None: none on CPU, up to 8 on CUDA.
-device : {"auto", "cpu", "cuda"} or "cuda:N", default="auto"
-    Where to run; "auto" uses CUDA when available. With several GPUs, "auto" and "cuda" put parallel
-    worker processes (``n_jobs``, dask) on ``cuda:{rank % n_gpus}`` round robin (``LOCAL_RANK`` pins
-    one); convolutional backbones run channels-last on CUDA.
-verbose : int, default=0
-    0 is silent; 1 shows a progress bar per epoch and a per-epoch table."""
-
-TRAINING_PARAMS = """\
-freeze_layers : "all", "none", int or list of str, default="all"
-    "all": train only the head (feature extraction); "none" or 0: full fine-tuning; ``k > 0``:
-    freeze the first ``k`` backbone blocks (``n_backbone_blocks_`` tells how many there are);
-    ``-k``: freeze all but the last ``k``; a list of glob patterns freezes matching parameter names.
-lr : float or "auto", default="auto"
-    Learning rate of the backbone's last block and, unless ``head_lr``, of the head. "auto": the rate
-    published fine-tuning recipes use for each part: 1e-3 for the new head, 1e-4 for a convolutional
-    backbone, 3e-5 for a transformer, 1e-3 for LoRA adapters (``lr_`` records the rates used).
-max_epochs : int, default=10
-    Passes over the training data.
-weight_decay : float, default=0.01
-    Decoupled weight decay; never applied to biases and normalisation weights.
-dropout : float, default=0.0
-    Dropout before each linear layer of the head.
-head_hidden : tuple of int, default=()
-    Hidden layer sizes of the head, e.g. ``(1024,)``.
-C : float, "auto", "cv" or None, default="auto"
-    How a linear head on a frozen backbone's cached embeddings trains: to convergence, with
-    scikit-learn's full-batch solvers, as ``LogisticRegression(C=C)`` (single- or multi-label) or
-    ``Ridge(alpha=1 / C)`` (regressors) on the standardised embeddings; deterministic, and it takes
-    ``class_weight`` and ``sample_weight``. "auto" is ``1 / mean ||x||^2`` of the standardised
-    embeddings (about ``1 / n_features``): the penalty ``LogisticRegression()`` applies to embeddings
-    of unit norm, as sentence embeddings are, whatever the backbone's width.
-    "cv" picks C by a 5-fold cross-validation of the log-loss (leave-one-out error for regressors)
-    over "auto" times 1e-2 ... 1e3. None: train the head by mini-batch epochs
-    like any head. Mini-batch training is always used when the backbone trains, with ``head_hidden``,
-    ``label_smoothing``, ``augment``, a domain adaptation, a ``teacher``, or ``partial_fit``; ``max_epochs``, early
-    stopping and the schedules then apply. ``C_`` records the C used (None after mini-batch training).
-optimizer : {"adamw", "adam", "sgd"}, default="adamw"
-    SGD uses momentum 0.9.
-lr_schedule : {"constant", "cosine", "linear", "onecycle"}, default="constant"
-    Per-step schedule; cosine and linear decay to zero.
-warmup : float or "auto", default="auto"
-    Fraction of the steps spent warming the rate up linearly. "auto": 0.1 when ``lr="auto"`` and
-    backbone weights (or adapters) train, else 0.
-layer_decay : float or None, default=None
-    Layer-wise rate decay: each block further from the head gets the rate multiplied once more.
-head_lr : float or None, default=None
-    Learning rate of the head; None: ``lr`` (1e-3 with ``lr="auto"``).
-unfreeze_every : int or None, default=None
-    Gradual unfreezing: unfreeze one more block from the top every this many epochs.
-freeze_bn_stats : bool, default=True
-    Keep the backbone's BatchNorm layers in inference mode while fine-tuning: their running
-    statistics stay the pretrained ones (their scale and shift still train), as Keras advises for
-    fine-tuning on small data. False: trainable BatchNorm layers normalise with batch statistics
-    and update their running ones. No effect on backbones without BatchNorm.
-early_stopping : bool, default=False
-    Hold out ``validation_fraction`` of the data (stratified, seeded by ``random_state``), stop
-    when ``monitor`` has not improved for ``patience`` epochs, and restore the best epoch's weights.
-validation_fraction : float, default=0.1
-    Share of the training data held out when ``early_stopping``.
-patience : int, default=5
-    Epochs without improvement before stopping.
-monitor : {"valid_loss", "valid_acc"}, default="valid_loss"
-    What early stopping watches.
-refit_full : bool, default=False
-    With ``early_stopping``: once it has found the best epoch, train again from the start on all
-    the data (the held-out part included) for that many epochs. Costs a second fit; uses every
-    sample, which matters on small data sets. The first fit's history is kept in
-    ``validation_history_``.
-grad_accum_steps : int, default=1
-    Split each batch into this many micro-batches and accumulate their gradients: same result,
-    less memory.
-warm_start : bool, default=False
-    Start ``fit`` from the weights of the previous fit instead of a fresh head and backbone.
-random_state : int, RandomState or None, default=None
-    Seeds weight initialisation, shuffling and the validation split; two CPU fits with the same
-    value give identical predictions.
-adapter : {"lora"} or None, default=None
-    "lora": parameter-efficient fine-tuning with LoRA adapters (needs ``pip install sktransfer[lora]``).
-    The backbone's own weights stay frozen; only the adapters and the head train, so a saved or
-    pickled model stores just those. ``freeze_layers`` then says where adapters go: "all" and "none"
-    put them in every block, ``k``/``-k``/patterns keep them out of the blocks those values freeze.
-    Cannot be combined with ``unfreeze_every``; features are never cached.
-lora_r : int, default=8
-    Rank of the LoRA updates.
-lora_alpha : float, default=16
-    LoRA scaling: the update is multiplied by ``lora_alpha / lora_r``.
-lora_dropout : float, default=0.0
-    Dropout on the adapters' inputs.
-lora_target_modules : list of str, str or None, default=None
-    Layers to adapt: names or name suffixes (e.g. ``["query", "value"]``), or a regular expression over
-    full module names. None: the attention projections (query/key/value, qkv ...), or, for backbones
-    without any (CNNs), every linear layer and 1x1 convolution. Only linear layers and 1x1 convolutions
-    can be adapted; ``lora_target_modules_`` lists the ones chosen. Every linear layer of a BERT-like
-    block (``["query", "key", "value", "output.dense", "intermediate.dense"]``) comes closer to full
-    fine-tuning than the default (see the LoRA benchmark).
-compile : bool, default=False
-    Train the module through ``torch.compile`` (skorch's ``compile``): faster steps on GPUs after a
-    one-off compilation, which needs a C++ compiler and costs seconds to minutes. The fitted model
-    is stored uncompiled."""
-
-CLASSIFIER_PARAMS = """\
-label_smoothing : float, default=0.0
-    Label smoothing of the cross-entropy loss.
-class_weight : dict, "balanced" or None, default=None
-    Weights of the classes in the loss, as in scikit-learn.
-threshold : float, default=0.5
-    Decision threshold of each label for multi-label targets (``y`` a 2-D 0/1 indicator matrix;
-    ``predict_proba`` then gives one independent probability per label). For lists of label lists,
-    encode with ``Y = MultiLabelBinarizer().fit_transform(lists)`` and decode predictions with
-    ``mlb.inverse_transform(clf.predict(X))`` (``sklearn.preprocessing``).
-domain_adaptation : {"dann", "coral", "mmd"} or None, default=None
-    Unsupervised domain adaptation to the unlabelled target rows of ``X`` (``sample_domain < 0``, or
-    labels masked with -1, None for string labels): "dann" trains a domain discriminator behind a
-    gradient-reversal layer (ramped up over training), "coral" matches the feature covariances (and
-    means) of the two domains, "mmd" their multi-kernel maximum mean discrepancy. Every training batch holds
-    ``batch_size`` source and as many target rows. The aligned features are the input of the head's
-    last linear layer: the last hidden layer's output with ``head_hidden``, else the backbone's
-    embedding; so a frozen backbone (``freeze_layers="all"``) needs ``head_hidden``. None: target
-    rows, if ``sample_domain`` marks any, are left out.
-adaptation_weight : float, default=1.0
-    Weight of the adaptation loss against the source rows' classification loss (0: source only, with
-    the same batches). Choose it without target labels with skada's scorers (see the README).
-teacher : estimator or None, default=None
-    Knowledge distillation: a fitted classifier with ``predict_proba`` and the same ``classes_`` (a
-    fine-tuned sktransfer classifier, a Pipeline ...) whose soft predictions the model learns from. Its
-    probabilities on the training rows are computed once per fit; rows with masked labels (-1, None for
-    string labels) are unlabelled rows that learn from the teacher alone. It is never refitted or changed
-    (``clone`` passes it on as it is) nor needed after fit: ``save`` leaves it out (``load`` gives
-    ``teacher=None``). The head then trains by mini-batch epochs; early stopping watches the true labels.
-    Not with ``domain_adaptation`` or a multi-label ``y``.
-distill_temperature : float, default=2.0
-    Temperature T: the teacher's probabilities p become soft targets proportional to ``p ** (1 / T)``
-    (the softmax of its logits over T), matched by the softmax of the model's logits over T; the term is
-    scaled by T squared, as in Hinton et al. (2015).
-distill_weight : float, default=0.5
-    Weight w of the teacher: a labelled row's loss is (1 - w) times the cross-entropy of its label plus w
-    times the distillation term (the KL divergence to the soft targets); an unlabelled row has the second
-    term only. 1: the teacher alone; 0: the labels alone."""
-
-AUGMENT_PARAM = """\
-augment : {"light", "standard"}, callable or None, default=None
-    Training-time augmentation (torchvision transforms v2): "light" is a random resized crop and flip,
-    "standard" adds colour jitter; a callable is applied to each PIL image before the backbone's
-    preprocessing. Never applied at predict time; disables the feature cache."""
-
-TEXT_PARAMS = """\
-max_length : int, default=128
-    Texts are truncated to this many tokens; batches are padded to their longest text (training batches
-    group texts of similar length, predictions run in length order).
-pooling : {"mean", "cls"}, default="mean"
-    How token states become one embedding: attention-masked mean, or the first ([CLS]) token."""
-
-# ---------------------------------------------------------------------------------------- extended text
-IMAGE_INPUT = """\
-Images may be a list, array or pandas Series of file paths, PIL images or uint8 arrays (H, W) or
-(H, W, C), or one (N, H, W, C) array. Paths are read lazily, batch by batch. Grayscale, palette,
-16-bit, CMYK and RGBA images are converted to RGB (alpha over white; first frame of an animation).
-Float arrays are read as [0, 1] when their maximum is at most 1, else as [0, 255]. Preprocessing
-(resize, crop, mean and std) follows the backbone's own data config (``data_config_``)."""
-
-TEXT_INPUT = """\
-Texts may be a list, 1-D array or pandas Series (or one-column DataFrame) of non-empty str; the
-backbone's own tokenizer (``tokenizer_``) reads them."""
-
-CLASSIFIER_TARGETS = """\
-A 1-D ``y`` of any labels is single-label (binary or multiclass: softmax, cross-entropy); a 2-D 0/1
-indicator ``y`` is multi-label (one sigmoid per label; ``threshold`` decides)."""
-
-REGRESSOR_TARGETS = """\
-``y`` holds one (1-D) or several (2-D) continuous targets; they are standardised for training and
-restored on the scale of ``y`` by ``predict``."""
-
-TRAINED_TRANSFORM = """\
-``transform`` returns the fitted backbone's pooled embeddings, not the head's outputs: the
-fine-tuned backbone when training changed its weights (``backbone_tuned_``), else the pretrained
-one. The estimator is thus also a feature extractor, e.g. in a ``Pipeline`` or a ``FeatureUnion``."""
-
-EMBEDDER_TRANSFORM = """\
-``fit`` only validates the parameters and loads the backbone, whose weights never change;
-``transform`` returns its pooled embeddings, (n_samples, ``n_features_out_``), cached as the
-``cache`` parameter says."""
+from ._parameter_docs import (
+    AUGMENT_PARAM,
+    BACKBONE_PARAMS,
+    CLASSIFIER_PARAMS,
+    CLASSIFIER_TARGETS,
+    EMBEDDER_TRANSFORM,
+    IMAGE_BACKBONE_PARAM,
+    IMAGE_INPUT,
+    REGRESSOR_TARGETS,
+    TEXT_BACKBONE_PARAM,
+    TEXT_INPUT,
+    TEXT_PARAMS,
+    TRAINED_TRANSFORM,
+    TRAINING_PARAMS,
+)
 
 # ------------------------------------------------------------------------------------------- attributes
 CLASSIFIER_ATTRIBUTES = """\

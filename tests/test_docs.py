@@ -201,7 +201,7 @@ def test_readme_training_options_match_the_docstrings():
                 documented[entry.name] = (kind, default, " ".join(line.strip() for line in entry.desc))
     assert sorted(rows) == sorted(documented), "README's 'Training options' table and the parameters differ"
     for name, row in rows.items():
-        assert row == documented[name], f"README row of {name!r} differs from its docstring (sktransfer/_docs.py)"
+        assert row == documented[name], f"README row of {name!r} differs from sktransfer/_parameter_docs.py"
 
 
 def test_readme_marks_modality_specific_parameters():

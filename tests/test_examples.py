@@ -59,7 +59,7 @@ def test_data_examples_exit_clearly_without_shared_data(name, tmp_path):
 
 
 def test_readme_documents_every_training_option():
-    from sktransfer._docs import BACKBONE_PARAMS, CLASSIFIER_PARAMS, TRAINING_PARAMS
+    from sktransfer._parameter_docs import BACKBONE_PARAMS, CLASSIFIER_PARAMS, TRAINING_PARAMS
 
     readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
     sections = BACKBONE_PARAMS + "\n" + TRAINING_PARAMS + "\n" + CLASSIFIER_PARAMS
