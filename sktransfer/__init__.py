@@ -5,7 +5,9 @@ from ._domain import merge_domains
 from ._image import PretrainedImageClassifier, PretrainedImageEmbedder, PretrainedImageRegressor
 from ._image_data import load_image_folder
 from ._persistence import load
+from ._quantize import quantize_int8
 from ._text import PretrainedTextClassifier, PretrainedTextEmbedder, PretrainedTextRegressor
+from ._weights_cache import backbone_cache
 from .datasets import load_sentiment_sample
 
 __version__ = "0.1.0"
@@ -17,9 +19,11 @@ __all__ = [
     "PretrainedTextClassifier",
     "PretrainedTextEmbedder",
     "PretrainedTextRegressor",
+    "backbone_cache",
     "feature_cache",
     "load",
     "load_image_folder",
     "load_sentiment_sample",
     "merge_domains",
+    "quantize_int8",
 ]

@@ -75,8 +75,7 @@ def quantize_int8(estimator: E) -> E:
 
     Examples
     --------
-    >>> from sktransfer import PretrainedTextEmbedder
-    >>> from sktransfer._quantize import quantize_int8
+    >>> from sktransfer import PretrainedTextEmbedder, quantize_int8
     >>> embedder = quantize_int8(PretrainedTextEmbedder(device="cpu").fit(["a text"]))
     >>> embedder.transform(["a text", "another"]).shape
     (2, 384)
