@@ -75,7 +75,8 @@ head_hidden : tuple of int, default=()
     Hidden layer sizes of the head, e.g. ``(1024,)``.
 C : float, "auto", "cv" or None, default="auto"
     How a linear head on a frozen backbone's cached embeddings trains: to convergence, with
-    scikit-learn's full-batch solvers, as ``LogisticRegression(C=C)`` (single- or multi-label) or
+    scikit-learn's full-batch solvers, as ``LogisticRegression(C=C)`` (single- or multi-label; per
+    output, its loss scaled by ``output_weights``, for multi-output) or
     ``Ridge(alpha=1 / C)`` (regressors) on the standardised embeddings; deterministic, and it takes
     ``class_weight`` and ``sample_weight``. "auto" is ``1 / mean ||x||^2`` of the standardised
     embeddings (about ``1 / n_features``): the penalty ``LogisticRegression()`` applies to embeddings
@@ -159,6 +160,11 @@ threshold : float, default=0.5
     ``predict_proba`` then gives one independent probability per label). For lists of label lists,
     encode with ``Y = MultiLabelBinarizer().fit_transform(lists)`` and decode predictions with
     ``mlb.inverse_transform(clf.predict(X))`` (``sklearn.preprocessing``).
+output_weights : list of float or None, default=None
+    Multi-output ``y`` (several label columns, one task each): the weight of each output's
+    cross-entropy in the summed loss, one positive number per column. None: all 1. With AdamW or
+    Adam, which rescale each parameter's steps, they balance what the outputs share (the backbone,
+    ``head_hidden`` layers): an output's own last-layer units step alike whatever its weight.
 domain_adaptation : {"dann", "coral", "mmd"} or None, default=None
     Unsupervised domain adaptation to the unlabelled target rows of ``X`` (``sample_domain < 0``, or
     labels masked with -1, None for string labels): "dann" trains a domain discriminator behind a
@@ -215,7 +221,14 @@ backbone's own tokenizer (``tokenizer_``) reads them."""
 
 CLASSIFIER_TARGETS = """\
 A 1-D ``y`` of any labels is single-label (binary or multiclass: softmax, cross-entropy); a 2-D 0/1
-indicator ``y`` is multi-label (one sigmoid per label; ``threshold`` decides)."""
+indicator ``y`` is multi-label (one sigmoid per label; ``threshold`` decides). Any other 2-D ``y`` of
+labels, an array or a DataFrame whose columns are outputs (scikit-learn's "multiclass-multioutput":
+a column with more than two values, or string labels), is multi-task: one shared backbone, one
+softmax per column, trained on the sum of the outputs' losses (weighted by ``output_weights``;
+``class_weight="balanced"`` per output). As with ``MultiOutputClassifier``, ``predict`` then gives
+(n_samples, n_outputs) labels, ``predict_proba`` and ``classes_`` a list with one entry per output,
+and ``score`` the share of rows whose every output is right. A 2-D ``y`` of 0/1 numbers is always
+multi-label: to read binary columns as separate tasks, pass them as strings (``y.astype(str)``)."""
 
 REGRESSOR_TARGETS = """\
 ``y`` holds one (1-D) or several (2-D) continuous targets; they are standardised for training and
@@ -233,12 +246,19 @@ EMBEDDER_TRANSFORM = """\
 
 # ------------------------------------------------------------------------------------------- attributes
 CLASSIFIER_ATTRIBUTES = """\
-classes_ : ndarray of shape (n_classes,)
-    The labels seen in fit (``0 .. n_labels - 1``, the indicator columns, for multi-label targets).
+classes_ : ndarray of shape (n_classes,) or list of ndarray
+    The labels seen in fit (``0 .. n_labels - 1``, the indicator columns, for multi-label targets;
+    one array per output for multi-output targets).
 multilabel_ : bool
     Whether ``y`` was a 2-D 0/1 indicator matrix (multi-label classification).
+multioutput_ : bool
+    Whether ``y`` had several label columns, one task each (multi-output classification).
+output_names_ : ndarray of str or None
+    Multi-output targets: the name of each output (a DataFrame's column names, else "0", "1" ...);
+    None otherwise.
 n_outputs_ : int
-    Outputs of the head: the number of classes, or of labels for multi-label targets.
+    Outputs of the head: the number of classes, of labels for multi-label targets, or the classes
+    of all outputs together for multi-output targets.
 n_target_rows_ : int
     Unlabelled target-domain rows the last fit adapted to (0 without ``domain_adaptation``).
 n_unlabelled_rows_ : int
