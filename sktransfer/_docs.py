@@ -154,7 +154,8 @@ CLASSIFIER_PARAMS = """\
 label_smoothing : float, default=0.0
     Label smoothing of the cross-entropy loss.
 class_weight : dict, "balanced" or None, default=None
-    Weights of the classes in the loss, as in scikit-learn.
+    Weights of the classes in the loss, as in scikit-learn. For a multi-output ``y``, "balanced"
+    balances each output's classes (a dict is refused).
 threshold : float, default=0.5
     Decision threshold of each label for multi-label targets (``y`` a 2-D 0/1 indicator matrix;
     ``predict_proba`` then gives one independent probability per label). For lists of label lists,

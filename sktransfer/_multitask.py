@@ -108,6 +108,13 @@ def output_class_weights(codes: np.ndarray, classes: list[np.ndarray], class_wei
     return np.concatenate(parts).astype(np.float32)
 
 
+def describe_targets(attributes: dict) -> str:
+    """The kind of classification targets that a classifier's fitted attributes record, for messages."""
+    if attributes.get("multioutput_", False):
+        return "multi-output (several label columns)"
+    return "multi-label (a 0/1 indicator matrix)" if attributes["multilabel_"] else "single-label"
+
+
 def as_lists(classes) -> list:
     """``classes_`` as (lists of) plain lists, for messages."""
     return [np.asarray(c).tolist() for c in classes] if isinstance(classes, list) else np.asarray(classes).tolist()

@@ -18,6 +18,7 @@ from ._multitask import (
     MultiOutputLoss,
     as_lists,
     check_output_weights,
+    describe_targets,
     encode_outputs,
     output_class_weights,
     output_names,
@@ -187,17 +188,10 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
 
     def _check_same_targets(self, before: dict) -> None:
         """After ``_prepare_targets`` in a warm fit: the targets must be those the fitted head was made for."""
-        def kind(attributes: dict) -> str:
-            if attributes.get("multioutput_", False):
-                return "multi-output (several label columns)"
-            return "multi-label (a 0/1 indicator matrix)" if attributes["multilabel_"] else "single-label"
-
-        now = kind(vars(self))
-        if now != kind(before):
-            raise ValueError(
-                f"y is {now}, but the classifier was fitted on {kind(before)} targets; call fit with "
-                "warm_start=False to start afresh."
-            )
+        now = describe_targets(vars(self))
+        if now != describe_targets(before):
+            raise ValueError(f"y is {now}, but the classifier was fitted on {describe_targets(before)} targets; call "
+                             "fit with warm_start=False to start afresh.")
         if not same_classes(self.classes_, before["classes_"], ordered=True):
             raise ValueError(
                 f"warm_start=True and partial_fit need the same classes as the previous fit "

@@ -127,6 +127,10 @@ def test_the_loss_is_the_weighted_sum_of_the_outputs_cross_entropies():
                 + 2.0 * F.cross_entropy(logits[:, 2:], target[:, 1], weight=torch.tensor(class_weight[2:]),
                                         reduction="none"))
     torch.testing.assert_close(loss, expected)
+    smoothed = MultiOutputLoss([2, 3], label_smoothing=0.1)(logits, target)
+    torch.testing.assert_close(smoothed, F.cross_entropy(logits[:, :2], target[:, 0], reduction="none",
+                                                         label_smoothing=0.1)
+                               + F.cross_entropy(logits[:, 2:], target[:, 1], reduction="none", label_smoothing=0.1))
 
 
 @pytest.mark.parametrize("options", [{"C": "auto"}, {"C": None, "optimizer": "sgd", "lr": 0.1}],
