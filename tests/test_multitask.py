@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from sklearn.model_selection import KFold, cross_val_score
 from sklearn.utils.class_weight import compute_class_weight
 
 import sktransfer
@@ -269,3 +270,25 @@ def test_regressors_and_multilabel_are_unchanged(images):
     assert clf.multilabel_ and clf.predict_proba(X).shape == (24, 2) and clf.output_names_ is None
     reg = PretrainedImageRegressor(backbone="test_efficientnet", pretrained=False, random_state=0)
     assert reg.fit(X, indicator.astype(float) * [1.0, 3.0]).predict(X).shape == (24, 2)
+
+
+def test_text_onnx_has_one_output_per_task(tiny_text_params, texts, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from transformers import AutoTokenizer
+
+    X, Y = texts
+    clf = PretrainedTextClassifier(**tiny_text_params).fit(X, Y)
+    session = ort.InferenceSession(str(clf.export_onnx(tmp_path / "text.onnx")), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["probabilities_sentiment", "probabilities_topic"]
+    tokens = AutoTokenizer.from_pretrained(tmp_path)(X, padding=True, truncation=True, max_length=clf.max_length,
+                                                     return_tensors="np")
+    outputs = session.run(None, {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]})
+    for a, b in zip(outputs, clf.predict_proba(X)):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_cross_validation_scores_by_subset_accuracy(images):
+    X, Y = images
+    clf = PretrainedImageClassifier(backbone="test_efficientnet", pretrained=False, random_state=0)
+    scores = cross_val_score(clf, X, Y, cv=KFold(3, shuffle=True, random_state=0))
+    assert scores.shape == (3,) and ((scores >= 0) & (scores <= 1)).all()
