@@ -47,10 +47,17 @@ def output_names(raw, n_outputs: int) -> np.ndarray:
     return np.asarray(names, dtype=object)
 
 
+def per_output(classes) -> bool:
+    """Whether ``classes`` holds one array of labels per output (a multi-output classifier's ``classes_``)."""
+    return isinstance(classes, (list, tuple)) and len(classes) > 0 and all(np.ndim(c) == 1 for c in classes)
+
+
 def encode_outputs(y: np.ndarray, names: np.ndarray, classes=None) -> tuple[np.ndarray, list[np.ndarray]]:
     """Integer codes of shape (n_samples, n_outputs) and each output's sorted labels."""
-    if classes is not None and len(classes) != y.shape[1]:
-        raise ValueError(f"classes must be a list of {y.shape[1]} arrays, one per output, got {len(classes)}.")
+    if classes is not None and not (per_output(classes) and len(classes) == y.shape[1]):
+        raise ValueError(f"y has {y.shape[1]} label columns (multi-output), so classes must be a list of "
+                         f"{y.shape[1]} arrays, one per output. A classifier fitted on other targets cannot continue "
+                         "on these: set warm_start=False (or start a new partial_fit) to start afresh.")
     codes, all_classes = np.empty(y.shape, dtype=np.int64), []
     for k in range(y.shape[1]):
         column = np.asarray(y[:, k].tolist())

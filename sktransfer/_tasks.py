@@ -22,6 +22,7 @@ from ._multitask import (
     encode_outputs,
     output_class_weights,
     output_names,
+    per_output,
     same_classes,
     split_proba,
     stack_labels,
@@ -132,6 +133,10 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
             return y.astype(np.float32)
         if y.ndim != 1:
             raise ValueError(f"y must be 1-D labels or a 2-D 0/1 indicator matrix, got shape {y.shape}.")
+        if per_output(classes):
+            raise ValueError("y has one label column, but classes holds one array per output (the classifier was "
+                             "fitted on several label columns): pass y with one column per output, or set "
+                             "warm_start=False to start afresh.")
         encoder = LabelEncoder()
         try:
             encoder.fit(y if classes is None else np.asarray(classes))

@@ -231,6 +231,11 @@ def test_warm_start_and_partial_fit_keep_the_outputs(images):
     partial.partial_fit(X[:12], Y[:12], classes=[["dark", "light"], ["blue", "green", "red"]])
     partial.partial_fit(X[12:], Y[12:])
     assert partial.n_epochs_ == 1 and partial.predict(X).shape == (24, 2)
+    with pytest.raises(ValueError, match="one label column, but classes holds one array per output"):
+        partial.partial_fit(X, Y[:, 0])
+    single = PretrainedImageClassifier(backbone="test_efficientnet", pretrained=False).partial_fit(X, Y[:, 0])
+    with pytest.raises(ValueError, match="2 label columns"):
+        single.partial_fit(X, Y)
 
 
 @pytest.mark.parametrize(("make_y", "params", "message"), [
