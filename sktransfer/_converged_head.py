@@ -15,6 +15,7 @@ import time
 import numpy as np
 import torch
 
+from ._multitask import fit_multioutput_head
 from ._plan import SAMPLE_WEIGHT, FitPlan, Stage
 from ._solver import fit_linear_head
 
@@ -34,8 +35,13 @@ def solve_head(net, plan: FitPlan, *, kind: str, C: float | str, seed: int) -> f
     features = torch.as_tensor(data.X[Stage.EMBEDDINGS.value])
     with torch.no_grad():
         standardised = ((features.float() - head.mean.cpu()) / head.scale.cpu()).numpy()
-    solution = fit_linear_head(standardised, np.asarray(data.y), kind=kind, n_outputs=head.layers[-1].out_features,
-                               sample_weight=data.X.get(SAMPLE_WEIGHT), C=C, random_state=seed)
+    if kind == "multioutput":  # one softmax slice per output, each solved on its own column
+        solution = fit_multioutput_head(standardised, np.asarray(data.y), net.criterion,
+                                        sample_weight=data.X.get(SAMPLE_WEIGHT), C=C, random_state=seed)
+    else:
+        solution = fit_linear_head(standardised, np.asarray(data.y), kind=kind,
+                                   n_outputs=head.layers[-1].out_features, sample_weight=data.X.get(SAMPLE_WEIGHT),
+                                   C=C, random_state=seed)
     with torch.no_grad():
         head.layers[-1].weight.copy_(torch.as_tensor(solution.weight))
         head.layers[-1].bias.copy_(torch.as_tensor(solution.bias))

@@ -162,9 +162,9 @@ class DistillationMixin:
     def _prepare_targets(self, y, n: int, classes=None) -> np.ndarray:
         encoded = super()._prepare_targets(y, n, classes)
         if self.teacher is not None:
-            if self.multilabel_:
-                raise ValueError("distillation is for single-output classifiers, but y is a multi-label indicator "
-                                 "matrix: set teacher=None, or pass 1-D labels.")
+            if self.multilabel_ or self.multioutput_:
+                raise ValueError("distillation is for single-output classifiers, but y has several columns "
+                                 "(multi-label or multi-output): set teacher=None, or pass 1-D labels.")
             teacher_columns(self.teacher.classes_, self.classes_)
         return encoded
 

@@ -33,12 +33,19 @@ from ._parameter_docs import (
 
 # ------------------------------------------------------------------------------------------- attributes
 CLASSIFIER_ATTRIBUTES = """\
-classes_ : ndarray of shape (n_classes,)
-    The labels seen in fit (``0 .. n_labels - 1``, the indicator columns, for multi-label targets).
+classes_ : ndarray of shape (n_classes,) or list of ndarray
+    The labels seen in fit (``0 .. n_labels - 1``, the indicator columns, for multi-label targets;
+    one array per output for multi-output targets).
 multilabel_ : bool
     Whether ``y`` was a 2-D 0/1 indicator matrix (multi-label classification).
+multioutput_ : bool
+    Whether ``y`` had several label columns, one task each (multi-output classification).
+output_names_ : ndarray of str or None
+    Multi-output targets: the name of each output (a DataFrame's column names, else "0", "1" ...);
+    None otherwise.
 n_outputs_ : int
-    Outputs of the head: the number of classes, or of labels for multi-label targets.
+    Outputs of the head: the number of classes, of labels for multi-label targets, or the classes
+    of all outputs together for multi-output targets.
 n_target_rows_ : int
     Unlabelled target-domain rows the last fit adapted to (0 without ``domain_adaptation``).
 n_unlabelled_rows_ : int

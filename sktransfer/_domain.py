@@ -260,6 +260,13 @@ class DomainAdaptationMixin:
             "(freeze_layers=-2, 'none', or adapter='lora')."
         )
 
+    def _prepare_targets(self, y, n: int, classes=None) -> np.ndarray:
+        encoded = super()._prepare_targets(y, n, classes)
+        if self.multioutput_ and self.domain_adaptation is not None:
+            raise ValueError("domain_adaptation is for single-label or multi-label y, but y has several label columns "
+                             "(multi-output): set domain_adaptation=None, or adapt one model per output.")
+        return encoded
+
     def _split_domains(self, items, y, sample_weight, sample_domain):
         mode = "source_only" if self.domain_adaptation is None else "adapt"
         items, y, sample_weight, target = split_domains(items, y, sample_weight, sample_domain, mode=mode,
@@ -311,8 +318,9 @@ class DomainAdaptationMixin:
 
         Returns
         -------
-        proba : ndarray of shape (n_samples, n_classes)
-            One probability per class (per label for multi-label targets).
+        proba : ndarray of shape (n_samples, n_classes), or list of such arrays
+            One probability per class (per label for multi-label targets; one array per output for
+            multi-output targets).
         """
         return super().predict_proba(X)
 
@@ -330,8 +338,8 @@ class DomainAdaptationMixin:
 
         Returns
         -------
-        y_pred : ndarray of shape (n_samples,) or (n_samples, n_labels)
-            Labels from ``classes_``, or a 0/1 indicator matrix.
+        y_pred : ndarray of shape (n_samples,), (n_samples, n_labels) or (n_samples, n_outputs)
+            Labels from ``classes_``, a 0/1 indicator matrix, or one label per output.
         """
         return super().predict(X)
 

@@ -18,14 +18,16 @@ from ._heads import TransferModule
 class _ExportModel(nn.Module):
     """The fitted model as one graph: raw inputs to probabilities (classifiers) or predictions (regressors)."""
 
-    def __init__(self, module: TransferModule, output: str, mean=None, scale=None):
+    def __init__(self, module: TransferModule, output: str, mean=None, scale=None, sizes: list[int] | None = None):
         super().__init__()
-        self.module, self.output = module, output
+        self.module, self.output, self.sizes = module, output, sizes
         self.register_buffer("mean", torch.as_tensor(0.0 if mean is None else mean, dtype=torch.float32))
         self.register_buffer("scale", torch.as_tensor(1.0 if scale is None else scale, dtype=torch.float32))
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         out = self.module.head(self.module.encoder(*inputs))
+        if self.sizes is not None:  # multi-output: one softmax per output's slice
+            return tuple(torch.softmax(part, dim=1) for part in out.split(self.sizes, dim=1))
         if self.output == "softmax":
             return torch.softmax(out, dim=1)
         if self.output == "sigmoid":
@@ -34,14 +36,21 @@ class _ExportModel(nn.Module):
 
 
 class ExportMixin:
-    """``export_onnx``. Hooks: the task's ``_export_output()`` and the modality's ``_export_inputs(folder)``."""
+    """``export_onnx``. Hooks: the task's ``_export_output()`` and ``_export_splits()``, and the modality's
+    ``_export_inputs(folder)``."""
+
+    def _export_splits(self) -> list[tuple[str, int]] | None:
+        """Multi-output models: each output's name and number of classes (one ONNX output each)."""
+        return None
 
     def export_onnx(self, path: str | os.PathLike) -> Path:
         """Export the fitted model (inputs to probabilities, or to predictions for a regressor) to ONNX.
 
         Images: one input ``pixel_values`` of shape (N, 3, H, W), preprocessed as the backbone's
         ``data_config_`` says. Texts: inputs ``input_ids`` and ``attention_mask``; the tokenizer is saved
-        beside the ONNX file (``save_pretrained``), so the same tokenisation can be reproduced.
+        beside the ONNX file (``save_pretrained``), so the same tokenisation can be reproduced. A
+        multi-output classifier has one output per task, ``probabilities_<name>`` for each name in
+        ``output_names_``, in that order.
 
         Parameters
         ----------
@@ -61,13 +70,16 @@ class ExportMixin:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         output, mean, scale = self._export_output()
-        model = _ExportModel(copy.deepcopy(self.net_.module_).cpu().float(), output, mean, scale).eval()
+        splits = self._export_splits()
+        sizes = None if splits is None else [size for _, size in splits]
+        model = _ExportModel(copy.deepcopy(self.net_.module_).cpu().float(), output, mean, scale, sizes).eval()
         names, inputs, axes = self._export_inputs(path.parent)
         output_name = "predictions" if output == "identity" else "probabilities"
+        outputs = [output_name] if splits is None else [f"{output_name}_{name}" for name, _ in splits]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                model, inputs, str(path), input_names=names, output_names=[output_name],
-                dynamic_axes={**axes, output_name: {0: "batch"}}, opset_version=17, dynamo=False,
+                model, inputs, str(path), input_names=names, output_names=outputs,
+                dynamic_axes={**axes, **{name: {0: "batch"} for name in outputs}}, opset_version=17, dynamo=False,
             )
         return path

@@ -65,7 +65,8 @@ head_hidden : tuple of int, default=()
     Hidden layer sizes of the head, e.g. ``(1024,)``.
 C : float, "auto", "cv" or None, default="auto"
     How a linear head on a frozen backbone's cached embeddings trains: to convergence, with
-    scikit-learn's full-batch solvers, as ``LogisticRegression(C=C)`` (single- or multi-label) or
+    scikit-learn's full-batch solvers, as ``LogisticRegression(C=C)`` (single- or multi-label; per
+    output, its loss scaled by ``output_weights``, for multi-output) or
     ``Ridge(alpha=1 / C)`` (regressors) on the standardised embeddings; deterministic, and it takes
     ``class_weight`` and ``sample_weight``. "auto" is ``1 / mean ||x||^2`` of the standardised
     embeddings (about ``1 / n_features``): the penalty ``LogisticRegression()`` applies to embeddings
@@ -143,12 +144,18 @@ CLASSIFIER_PARAMS = """\
 label_smoothing : float, default=0.0
     Label smoothing of the cross-entropy loss.
 class_weight : dict, "balanced" or None, default=None
-    Weights of the classes in the loss, as in scikit-learn.
+    Weights of the classes in the loss, as in scikit-learn. For a multi-output ``y``, "balanced"
+    balances each output's classes (a dict is refused).
 threshold : float, default=0.5
     Decision threshold of each label for multi-label targets (``y`` a 2-D 0/1 indicator matrix;
     ``predict_proba`` then gives one independent probability per label). For lists of label lists,
     encode with ``Y = MultiLabelBinarizer().fit_transform(lists)`` and decode predictions with
     ``mlb.inverse_transform(clf.predict(X))`` (``sklearn.preprocessing``).
+output_weights : list of float or None, default=None
+    Multi-output ``y`` (several label columns, one task each): the weight of each output's
+    cross-entropy in the summed loss, one positive number per column. None: all 1. With AdamW or
+    Adam, which rescale each parameter's steps, they balance what the outputs share (the backbone,
+    ``head_hidden`` layers): an output's own last-layer units step alike whatever its weight.
 domain_adaptation : {"dann", "coral", "mmd"} or None, default=None
     Unsupervised domain adaptation to the unlabelled target rows of ``X`` (``sample_domain < 0``, or
     labels masked with -1, None for string labels): "dann" trains a domain discriminator behind a
@@ -205,7 +212,14 @@ backbone's own tokenizer (``tokenizer_``) reads them."""
 
 CLASSIFIER_TARGETS = """\
 A 1-D ``y`` of any labels is single-label (binary or multiclass: softmax, cross-entropy); a 2-D 0/1
-indicator ``y`` is multi-label (one sigmoid per label; ``threshold`` decides)."""
+indicator ``y`` is multi-label (one sigmoid per label; ``threshold`` decides). Any other 2-D ``y`` of
+labels, an array or a DataFrame whose columns are outputs (scikit-learn's "multiclass-multioutput":
+a column with more than two values, or string labels), is multi-task: one shared backbone, one
+softmax per column, trained on the sum of the outputs' losses (weighted by ``output_weights``;
+``class_weight="balanced"`` per output). As with ``MultiOutputClassifier``, ``predict`` then gives
+(n_samples, n_outputs) labels, ``predict_proba`` and ``classes_`` a list with one entry per output,
+and ``score`` the share of rows whose every output is right. A 2-D ``y`` of 0/1 numbers is always
+multi-label: to read binary columns as separate tasks, pass them as strings (``y.astype(str)``)."""
 
 REGRESSOR_TARGETS = """\
 ``y`` holds one (1-D) or several (2-D) continuous targets; they are standardised for training and

@@ -4,16 +4,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from numbers import Real
+from typing import Any
 
 import numpy as np
 import torch
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
 
+from ._multitask import (
+    MultiOutputLoss,
+    as_lists,
+    check_output_weights,
+    describe_targets,
+    encode_outputs,
+    output_class_weights,
+    output_names,
+    per_output,
+    same_classes,
+    split_proba,
+    stack_labels,
+    subset_accuracy,
+    target_kind,
+)
 from ._net import TransferNet, TransferNetClassifier, TransferNetRegressor
 from ._training import TrainableEstimator
 from ._validation import Interval, StrOptions, fraction
@@ -46,23 +61,30 @@ def _missing(y: np.ndarray) -> np.ndarray:
 
 @dataclass(repr=False, eq=False, kw_only=True)
 class ClassifierTask(ClassifierMixin, TrainableEstimator):
-    """Single-label (binary or multiclass) or multi-label classification.
+    """Single-label (binary or multiclass), multi-label or multi-output (multi-task) classification.
 
     A 1-D ``y`` of any labels is single-label (softmax, cross-entropy); a 2-D 0/1 indicator ``y`` is
-    multi-label (one sigmoid per label, ``threshold`` decides).
+    multi-label (one sigmoid per label, ``threshold`` decides); any other 2-D ``y`` of labels
+    ("multiclass-multioutput") is one softmax task per column (see ``_multitask.py``).
     """
 
     label_smoothing: float = 0.0
     class_weight: dict | str | None = None
     threshold: float = 0.5
+    output_weights: Any = None
 
     _parameter_constraints = {
         "label_smoothing": [fraction],
         "class_weight": [StrOptions({"balanced"}), dict, None],
         "threshold": [Interval(Real, 0, 1, closed="neither")],
+        "output_weights": [list, tuple, np.ndarray, None],
     }
 
+    def _multioutput(self) -> bool:
+        return getattr(self, "multioutput_", False)  # absent from models saved before multi-output
+
     def _prepare_targets(self, y, n: int, classes=None) -> np.ndarray:
+        raw = y
         y = _check_length(y, n)
         if y.ndim > 2:
             raise ValueError(f"y must be 1-D labels or a 2-D 0/1 indicator matrix, got shape {y.shape}.")
@@ -70,7 +92,7 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
             bad = np.flatnonzero(_missing(y))[:5].tolist()
             raise ValueError(f"y has missing labels (None or NaN) at positions {bad}; drop or fill those rows.")
         try:
-            kind = type_of_target(y, input_name="y")
+            kind = target_kind(y)
         except TypeError as err:
             raise TypeError(f"y mixes label types that cannot be compared ({err}); use one type, e.g. str.") from err
         if y.ndim == 2 and y.shape[1] == 1:
@@ -82,13 +104,24 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
                 "PretrainedTextRegressor), or bin the values into classes first."
             )
         self.multilabel_ = kind == "multilabel-indicator"
+        self.multioutput_ = kind == "multiclass-multioutput" and y.ndim == 2
+        self.output_names_ = output_names(raw, y.shape[1]) if self.multioutput_ else None
+        if self.multioutput_:
+            encoded, self.classes_ = encode_outputs(y, self.output_names_, classes)
+            check_output_weights(self.output_weights, len(self.classes_))
+            self.n_outputs_ = sum(len(c) for c in self.classes_)
+            return encoded
+        if self.output_weights is not None:
+            raise ValueError("output_weights weighs the outputs of a multi-output y (several label columns); this "
+                             f"y is {'multi-label' if self.multilabel_ else 'single-label'}: set output_weights=None.")
         if self.multilabel_:
             values = np.unique(y)
             if not np.isin(values, (0, 1)).all():
                 raise ValueError(
-                    "A 2-D y is read as a multi-label indicator matrix and must hold only 0 and 1, got values "
-                    f"{values[:5].tolist()}. For label lists use sklearn.preprocessing.MultiLabelBinarizer; for "
-                    "several multiclass outputs wrap the classifier in sklearn.multioutput.MultiOutputClassifier."
+                    "A 2-D y with two distinct numbers is read as a multi-label indicator matrix and must hold only "
+                    f"0 and 1, got values {values[:5].tolist()}. For label lists use "
+                    "sklearn.preprocessing.MultiLabelBinarizer; for one task per column (multi-output) pass the "
+                    "labels as strings, e.g. y.astype(str)."
                 )
             if self.class_weight is not None or self.label_smoothing:
                 raise ValueError(
@@ -100,6 +133,10 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
             return y.astype(np.float32)
         if y.ndim != 1:
             raise ValueError(f"y must be 1-D labels or a 2-D 0/1 indicator matrix, got shape {y.shape}.")
+        if per_output(classes):
+            raise ValueError("y has one label column, but classes holds one array per output (the classifier was "
+                             "fitted on several label columns): pass y with one column per output, or set "
+                             "warm_start=False to start afresh.")
         encoder = LabelEncoder()
         try:
             encoder.fit(y if classes is None else np.asarray(classes))
@@ -127,11 +164,11 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
         ----------
         X : sequence of inputs
             Images or texts, in any of the forms ``fit`` accepts.
-        y : array-like of shape (n_samples,)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             Labels; after the first call, each must be one of ``classes_``.
-        classes : array-like, default=None
-            Every label the classifier will see; needed in the first call unless ``y`` holds them all.
-            Later calls must pass the same labels or None.
+        classes : array-like or list of array-like, default=None
+            Every label the classifier will see (one array per output for a multi-output ``y``); needed
+            in the first call unless ``y`` holds them all. Later calls must pass the same labels or None.
         sample_weight : array-like of shape (n_samples,), default=None
             Per-sample weights of the training loss.
 
@@ -141,7 +178,11 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
             The estimator, trained one more epoch.
         """
         fitted = hasattr(self, "net_")
-        if fitted:
+        if fitted and self._multioutput():
+            if classes is not None and not same_classes(classes, self.classes_):
+                raise ValueError("classes must stay classes_ (one array per output) after the first partial_fit.")
+            classes = self.classes_
+        elif fitted:
             known = sorted(self.classes_.tolist(), key=str)
             if classes is not None and sorted(np.unique(classes).tolist(), key=str) != known:
                 raise ValueError(
@@ -152,23 +193,23 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
 
     def _check_same_targets(self, before: dict) -> None:
         """After ``_prepare_targets`` in a warm fit: the targets must be those the fitted head was made for."""
-        def kind(multilabel: bool) -> str:
-            return "multi-label (a 0/1 indicator matrix)" if multilabel else "single-label"
-
-        if self.multilabel_ != before["multilabel_"]:
-            raise ValueError(
-                f"y is {kind(self.multilabel_)}, but the classifier was fitted on {kind(before['multilabel_'])} "
-                "targets; call fit with warm_start=False to start afresh."
-            )
-        if self.classes_.tolist() != before["classes_"].tolist():
+        now = describe_targets(vars(self))
+        if now != describe_targets(before):
+            raise ValueError(f"y is {now}, but the classifier was fitted on {describe_targets(before)} targets; call "
+                             "fit with warm_start=False to start afresh.")
+        if not same_classes(self.classes_, before["classes_"], ordered=True):
             raise ValueError(
                 f"warm_start=True and partial_fit need the same classes as the previous fit "
-                f"({before['classes_'].tolist()}), got {self.classes_.tolist()}; pass every label to the first "
+                f"({as_lists(before['classes_'])}), got {as_lists(self.classes_)}; pass every label to the first "
                 "partial_fit call (classes=...), or set warm_start=False to start afresh."
             )
 
     def _sample_weights(self, y_encoded, sample_weight, n: int):
         weights = super()._sample_weights(y_encoded, sample_weight, n)
+        if self._multioutput():
+            # Per output, so they go into the loss (MultiOutputLoss), not into the rows' weights.
+            self._output_class_weights = output_class_weights(y_encoded, self.classes_, self.class_weight, weights)
+            return weights
         if self.class_weight is None or self.multilabel_:
             return weights
         class_weight = self.class_weight
@@ -185,13 +226,19 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
         return balanced if weights is None else balanced * weights
 
     def _stratify_targets(self, y_encoded):
-        return None if self.multilabel_ else y_encoded
+        return None if self.multilabel_ or self._multioutput() else y_encoded
 
     @property
     def _net_class(self):
-        return TransferNet if self.multilabel_ else TransferNetClassifier
+        return TransferNet if self.multilabel_ or self._multioutput() else TransferNetClassifier
+
+    def _sizes(self) -> list[int]:
+        return [len(c) for c in self.classes_]
 
     def _criterion(self):
+        if self._multioutput():
+            return MultiOutputLoss(self._sizes(), check_output_weights(self.output_weights, len(self.classes_)),
+                                   getattr(self, "_output_class_weights", None), self.label_smoothing)
         if self.multilabel_:
             return nn.BCEWithLogitsLoss(reduction="none")
         return nn.CrossEntropyLoss(reduction="none", label_smoothing=self.label_smoothing)
@@ -199,17 +246,24 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
     def _export_output(self) -> tuple[str, np.ndarray | None, np.ndarray | None]:
         return ("sigmoid" if self.multilabel_ else "softmax"), None, None
 
+    def _export_splits(self) -> list[tuple[str, int]] | None:
+        return list(zip(self.output_names_.tolist(), self._sizes())) if self._multioutput() else None
+
     def _solver_kind(self) -> str | None:
         # Label smoothing is no logistic loss: such heads train by epochs.
-        return None if self.label_smoothing else ("multilabel" if self.multilabel_ else "multiclass")
+        if self.label_smoothing:
+            return None
+        return "multioutput" if self._multioutput() else "multilabel" if self.multilabel_ else "multiclass"
 
     def _net_kwargs(self) -> dict:
+        if self._multioutput():
+            return {"predict_nonlinearity": None}  # the logits of every output; split_proba applies the softmaxes
         if self.multilabel_:
             # skorch's default for BCE is a binary (n, 2) output; multi-label needs one sigmoid per label.
             return {"predict_nonlinearity": torch.sigmoid}
         return {"classes": list(range(self.n_outputs_))}
 
-    def predict_proba(self, X) -> np.ndarray:
+    def predict_proba(self, X) -> np.ndarray | list[np.ndarray]:
         """Class probabilities, columns in the order of ``classes_`` (per-label for multi-label).
 
         Parameters
@@ -219,9 +273,13 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
 
         Returns
         -------
-        proba : ndarray of shape (n_samples, n_classes)
-            One row per input; rows sum to 1 for single-label targets.
+        proba : ndarray of shape (n_samples, n_classes), or list of such arrays
+            One row per input; rows sum to 1 for single-label targets. For a multi-output ``y``, a
+            list with one array per output, columns in the order of that output's ``classes_[k]``
+            (as ``MultiOutputClassifier`` gives them).
         """
+        if self._multioutput():
+            return split_proba(self._outputs(X), self._sizes())
         return self._outputs(X).astype(np.float64)
 
     def predict(self, X) -> np.ndarray:
@@ -234,16 +292,19 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
 
         Returns
         -------
-        y_pred : ndarray of shape (n_samples,) or (n_samples, n_labels)
-            One label from ``classes_`` per input, or one 0/1 row per input for multi-label targets.
+        y_pred : ndarray of shape (n_samples,), (n_samples, n_labels) or (n_samples, n_outputs)
+            One label from ``classes_`` per input, one 0/1 row per input for multi-label targets, or
+            one label per output for multi-output targets.
         """
         proba = self.predict_proba(X)
+        if self._multioutput():
+            return stack_labels([labels[np.argmax(p, axis=1)] for labels, p in zip(self.classes_, proba)])
         if self.multilabel_:
             return (proba >= self.threshold).astype(int)
         return self.classes_[np.argmax(proba, axis=1)]
 
     def score(self, X, y, sample_weight=None) -> float:
-        """Return the accuracy on ``(X, y)`` (subset accuracy for multi-label targets).
+        """Return the accuracy on ``(X, y)`` (subset accuracy for multi-label and multi-output targets).
 
         Labels not seen in fit raise a ``ValueError`` that names them.
 
@@ -251,7 +312,7 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
         ----------
         X : sequence of inputs
             Images or texts, in any of the forms ``fit`` accepts.
-        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+        y : array-like of shape (n_samples,), (n_samples, n_labels) or (n_samples, n_outputs)
             True labels.
         sample_weight : array-like of shape (n_samples,), default=None
             Per-sample weights.
@@ -259,9 +320,12 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
         Returns
         -------
         score : float
-            Mean accuracy of ``predict(X)`` against ``y``.
+            Mean accuracy of ``predict(X)`` against ``y``; for multi-output targets the share of rows
+            whose every output is right (``MultiOutputClassifier.score``).
         """
         check_is_fitted(self)
+        if self._multioutput():
+            return subset_accuracy(y, self.predict(X), sample_weight)
         if not self.multilabel_:
             shape = np.shape(y)
             if len(shape) == 2 and shape[1] != 1 or len(shape) > 2:

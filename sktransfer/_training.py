@@ -29,7 +29,14 @@ from ._plotting import plot_history
 from ._validation import Interval, StrOptions, fraction, positive_int, positive_real
 
 # What _prepare_targets sets: restored when a warm fit fails on its targets.
-_TARGET_ATTRIBUTES = ("classes_", "multilabel_", "n_outputs_", "y_mean_", "y_scale_", "y_ndim_")
+_TARGET_ATTRIBUTES = ("classes_", "multilabel_", "multioutput_", "output_names_", "n_outputs_", "y_mean_", "y_scale_",
+                      "y_ndim_")
+
+
+def _target_kind(estimator) -> str:
+    if getattr(estimator, "multioutput_", False):
+        return "multi-output"
+    return "multi-label" if getattr(estimator, "multilabel_", False) else "regression"
 
 
 @dataclass(repr=False, eq=False, kw_only=True)
@@ -168,8 +175,7 @@ class TrainableEstimator(FitPlanner, ExportMixin, BackboneEstimator):
                 self._net_class, NeuralNetClassifier):
             raise ValueError(
                 "monitor='valid_acc' needs single-label classification: accuracy is not recorded for "
-                f"{'multi-label' if getattr(self, 'multilabel_', False) else 'regression'} targets. "
-                "Use monitor='valid_loss'."
+                f"{_target_kind(self)} targets. Use monitor='valid_loss' (for multi-output targets the summed loss)."
             )
         weights = self._sample_weights(y_encoded, sample_weight, len(items))
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
