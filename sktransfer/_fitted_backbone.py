@@ -11,16 +11,15 @@ not depend on the old model's files.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 from typing import Any
 
-import torch
 from torch import nn
 
 from ._backbones import Backbone, TextEncoder
 from ._freezing import module_blocks, timm_blocks, transformer_blocks
+from ._persistence import _fingerprint
 
 
 def is_saved_model_dir(value: Any) -> bool:
@@ -89,13 +88,6 @@ def _blocks(encoder: nn.Module) -> list[list[str]]:
     return module_blocks(encoder.model, prefix="model.")
 
 
-def _content_digest(encoder: nn.Module) -> str:
-    digest = hashlib.blake2b(digest_size=20)
-    for name, tensor in encoder.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
-
 
 def backbone_from_model(base) -> Backbone:
     """A fresh copy of ``base``'s fitted backbone, with its preprocessing, ready for a new head."""
@@ -106,7 +98,7 @@ def backbone_from_model(base) -> Backbone:
     # An unchanged pretrained backbone shares its embeddings (the feature cache) with its name; a tuned one
     # is named by its content, so every fit that starts from the same fitted model shares them too.
     tuned = getattr(base, "backbone_tuned_", False)
-    identity = f"fitted:{_content_digest(encoder)}" if tuned else base.backbone_identity_
+    identity = f"fitted:{_fingerprint(encoder.state_dict())}" if tuned else base.backbone_identity_
     return Backbone(encoder=encoder, num_features=int(base.n_features_out_), blocks=_blocks(encoder),
                     family="fitted", identity=identity, data_config=dict(base.data_config_),
                     tokenizer=getattr(base, "tokenizer_", None))
