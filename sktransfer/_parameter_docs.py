@@ -68,9 +68,10 @@ C : float, "auto", "cv" or None, default="auto"
     scikit-learn's full-batch solvers, as ``LogisticRegression(C=C)`` (single- or multi-label; per
     output, its loss scaled by ``output_weights``, for multi-output) or
     ``Ridge(alpha=1 / C)`` (regressors) on the standardised embeddings; deterministic, and it takes
-    ``class_weight`` and ``sample_weight``. "auto" is ``1 / mean ||x||^2`` of the standardised
-    embeddings (about ``1 / n_features``): the penalty ``LogisticRegression()`` applies to embeddings
-    of unit norm, as sentence embeddings are, whatever the backbone's width.
+    ``class_weight`` and ``sample_weight``. "auto" is ``n_classes / mean ||x||^2`` of the standardised
+    embeddings (2 per label for multi-label, 1 for regressors): ``LogisticRegression(C=n_classes)``
+    on embeddings rescaled to unit mean squared norm, whatever the backbone's width; the penalty
+    weakens as the classes multiply, as each class's weights see only its share of the samples.
     "cv" picks C by a 5-fold cross-validation of the log-loss (leave-one-out error for regressors)
     over "auto" times 1e-2 ... 1e3. None: train the head by mini-batch epochs
     like any head. Mini-batch training is always used when the backbone trains, with ``head_hidden``,

@@ -126,13 +126,31 @@ def test_regression_is_ridge_with_alpha_one_over_C(n_targets):
     np.testing.assert_allclose(prediction, reference.predict(X).reshape(200, -1), atol=1e-5)
 
 
-def test_auto_is_C_one_on_features_of_unit_mean_squared_norm():
-    X, y, w = _data(3)
+@pytest.mark.parametrize("n_classes", [2, 3, 5])
+def test_auto_is_C_n_classes_on_features_of_unit_mean_squared_norm(n_classes):
+    X, y, w = _data(n_classes)
     norm = np.sqrt(np.mean(np.sum(X.astype(np.float64) ** 2, axis=1)))
-    solution = fit_linear_head(X, y, kind="multiclass", n_outputs=3, sample_weight=w)
-    assert solution.C == pytest.approx(1 / norm**2) and solution.C == pytest.approx(1 / 20, rel=1e-3)
-    reference = _reference(1.0).fit(X / norm, y, sample_weight=w)
+    solution = fit_linear_head(X, y, kind="multiclass", n_outputs=n_classes, sample_weight=w)
+    assert solution.C == pytest.approx(n_classes / norm**2) and solution.C == pytest.approx(n_classes / 20, rel=1e-3)
+    reference = _reference(float(n_classes)).fit(X / norm, y, sample_weight=w)
     np.testing.assert_allclose(_proba(solution, X), reference.predict_proba(X / norm), atol=ATOL)
+
+
+def test_auto_counts_only_the_classes_with_a_weighted_sample():
+    X, y, w = _data(3)
+    w[y == 2] = 0.0
+    two = fit_linear_head(X, y, kind="multiclass", n_outputs=3, sample_weight=w)
+    norm2 = np.mean(np.sum(X[y != 2].astype(np.float64) ** 2, axis=1))
+    assert two.C == pytest.approx(2 / norm2)
+
+
+def test_auto_is_two_per_label_and_one_for_regression():
+    X, y, _ = _data(2)
+    norm2 = np.mean(np.sum(X.astype(np.float64) ** 2, axis=1))
+    labels = fit_linear_head(X, np.stack([y, 1 - y], axis=1), kind="multilabel", n_outputs=2)
+    assert labels.C == pytest.approx(2 / norm2)
+    ridge = fit_linear_head(X, y.astype(float), kind="regression", n_outputs=1)
+    assert ridge.C == pytest.approx(1 / norm2)
 
 
 def test_regression_cv_picks_from_the_grid():
