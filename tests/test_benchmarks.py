@@ -78,3 +78,22 @@ def test_quick_runs_never_write_the_committed_results():
     assert parse_args(["--full"]).out == RESULTS
     ignored = subprocess.run(["git", "check-ignore", "-q", str(QUICK_RESULTS / "summary.md")], cwd=ROOT)
     assert ignored.returncode == 0, "the quick-results folder must be ignored by git"
+
+
+def test_a_frozen_rerun_carries_the_fine_tuning_rows_over_with_their_date(tmp_path, monkeypatch):
+    from benchmarks import accuracy
+
+    name = "sktransfer full fine-tuning (loop's settings)"
+    (tmp_path / "accuracy.md").write_text(
+        f"# t\n\n- date: 2026-01-02T03:04\n\n| recipe | train n | accuracy % |\n|---|---|---|\n| {name} | 245 | 92.16 |\n"
+        f"\n**{name}**\n\n```\nreport\n```\n")
+    monkeypatch.setattr(accuracy, "RESULTS", tmp_path)
+    carried = accuracy._carried([name, accuracy.DEFAULT])
+    assert list(carried) == [name]  # the default's frozen head is rerun, never carried
+    line, score, report = carried[name]
+    assert line == f"| {name} (from the run of 2026-01-02T03:04) | 245 | 92.16 |" and score == 92.16
+    assert report.startswith(f"**{name} (from the run of 2026-01-02T03:04)**\n\n```\nreport\n```")
+    (tmp_path / "accuracy.md").write_text(f"- date: 2027-01-01T00:00\n\n{line}\n\n{report}")
+    assert accuracy._carried([name])[name] == carried[name]  # carried twice: still the run that measured it
+    with pytest.raises(ValueError, match="run in full"):
+        accuracy._carried(["hand-written PyTorch loop (full fine-tuning)"])
