@@ -377,7 +377,8 @@ def run(quick: bool, out_dir: Path) -> Path:
             if freeze != "none":
                 methods["sktransfer fit, cache=True (frozen prefix cached)"] = \
                     lambda: sk_train(modality, X, y, freeze, cache=True)
-            warm = (X[:2] + X[-2:], np.concatenate([y[:2], y[-2:]]))
+            few = np.concatenate([np.flatnonzero(y == label)[:2] for label in np.unique(y)])
+            warm = ([X[i] for i in few], y[few])
             plain_train(modality, *warm, backbone, freeze)
             sk_train(modality, *warm, freeze, cache=False)
             seconds = _best(methods, repeats)
