@@ -133,6 +133,20 @@ class BackboneEstimator(PersistenceMixin, TransformerMixin, BaseEstimator):
         out[order] = features
         return out
 
+    def _embed_prefix_outputs(self, outputs: np.ndarray, prefix) -> np.ndarray:
+        """Pooled features from cached outputs of a frozen prefix: its suffix alone runs (in eval mode)."""
+        dtype = _AMP_DTYPES.get(self.precision_)
+        suffix, chunks = prefix.suffix, []
+        was_training = suffix.training
+        suffix.eval()
+        with torch.inference_mode(), torch.autocast(torch.device(self.device_).type, dtype=dtype,
+                                                    enabled=dtype is not None):
+            for start in range(0, len(outputs), self.batch_size):
+                batch = torch.as_tensor(outputs[start:start + self.batch_size], device=self.device_)
+                chunks.append(suffix(batch).float().cpu().numpy())
+        suffix.train(was_training)
+        return np.concatenate(chunks)
+
     def _inference_order(self, items: list) -> np.ndarray:
         return np.arange(len(items))
 

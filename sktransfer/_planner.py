@@ -58,8 +58,7 @@ class FitPlanner:
         train_idx, valid_idx = self._split(y, seed, validate)
         values = self._embed(items, module.encoder, prefix=prefix) if stage.precomputed else None
         if not warm:
-            self._fit_standardization(module, items, values if stage is Stage.EMBEDDINGS else None, train_idx,
-                                      trainable)
+            self._fit_standardization(module, items, values, stage, prefix, train_idx, trainable)
         epochs = epochs or self.max_epochs
         train_data = self._dataset(stage, items, values, y, weights, train_idx, train=True)
         valid_data = None if valid_idx is None else self._dataset(stage, items, values, y, weights, valid_idx)
@@ -187,18 +186,21 @@ class FitPlanner:
             raise ValueError("sample_weight is zero for every sample: at least one weight must be positive.")
         return weights
 
-    def _fit_standardization(self, module, items, features, train_idx, trainable: Trainable) -> None:
+    def _fit_standardization(self, module, items, values, stage: Stage, prefix, train_idx,
+                             trainable: Trainable) -> None:
         # A frozen backbone: every training embedding (cached, or one extra pass with cache=False), so cache
         # on and off train the same head. A trainable one: a seeded sample of pretrained embeddings (cached).
         sample = train_idx
         if not trainable.backbone_frozen:
             size = min(len(train_idx), _STANDARDIZATION_SAMPLE)
             sample = np.sort(np.random.default_rng(0).choice(train_idx, size=size, replace=False))
-        if features is None:
-            # The backbone is still the pretrained one here, so its cached embeddings are valid.
-            features = self._embed([items[i] for i in sample], module.encoder)
+        # The backbone is still the pretrained one here, so embeddings and prefix outputs are valid.
+        if stage is Stage.EMBEDDINGS:
+            features = values[sample]
+        elif stage is Stage.FROZEN_PREFIX:  # the suffix alone, on the cached outputs: no decoding, no prefix
+            features = self._embed_prefix_outputs(values[sample], prefix)
         else:
-            features = features[sample]
+            features = self._embed([items[i] for i in sample], module.encoder)
         module.head.fit_standardization(torch.as_tensor(features, device=self.device_))
 
     def _dataset(self, stage: Stage, items, values, y, weights, idx, train: bool = False):
