@@ -10,9 +10,11 @@ to predict, ``train.tsv`` phrases to train on), all-MiniLM-L6-v2, max_length 128
   sorted as sktransfer does), in its fastest memory format (both formats are timed; images only);
 - sktransfer: ``transform`` of an embedder and ``predict_proba`` of a frozen-backbone classifier
   (``cache=False``), one-epoch ``fit`` (``max_epochs=1``; it includes the embedding pass that fits the
-  head's standardisation and, with ``cache=True``, the frozen prefix's pass), and int8 dynamic
-  quantisation of the text backbone (``_quantize.quantize_int8``) with its accuracy change (logistic
-  regression on the embeddings, SST-2 test);
+  head's standardisation and, with ``cache=True``, the frozen prefix's pass);
+- opt-in, never defaults, marked (opt-in) and left out of the headline's default ratios because they
+  change the numbers: int8 dynamic quantisation of the text backbone (``quantize_int8``) and
+  ``precision="bf16"`` (bfloat16 autocast, fast on CPUs with AVX512-BF16 or AMX), each with its accuracy
+  change (logistic regression on the embeddings: SST-2 train -> test, hymenoptera train -> val);
 - grid search: ``GridSearchCV`` (8 candidates x 5 folds and the refit; frozen backbone, feature cache on,
   ``max_epochs=3``) with the backbone read from disk at every fit (weights cache off: before) and once per
   process (on: after).
@@ -47,9 +49,10 @@ from ._harness import (
     tiny_text_backbone,
     write_result,
 )
+from ._plain_loops import BATCH, LR, _max_length, bare_forward, plain_predict, plain_train
 
 TINY = True
-BATCH, LR = 32, 1e-4
+OPT_IN = "(opt-in)"  # methods that change the numbers (int8, bf16): never a default, never in the headline ratios
 SIZES = {  # images to predict, images to train on, texts to predict, texts to train on, grid-search items
     "tiny": dict(images=16, train_images=16, texts=16, train_texts=16, grid=16, cv=2, grid_points=2),
     "quick": dict(images=64, train_images=64, texts=256, train_texts=256, grid=32, cv=5, grid_points=8),
@@ -113,115 +116,18 @@ def _text_params() -> dict:
     return {"backbone": tiny_text_backbone(), "max_length": _max_length()} if tiny() else {"max_length": _max_length()}
 
 
-def _max_length() -> int:
-    return 32 if tiny() else 128  # the tiny BERT reads 64 tokens at most
-
-
-# ------------------------------------------------------- plain loops
-class _Files(torch.utils.data.Dataset):
-    def __init__(self, items, y, transform):
-        self.items, self.y, self.transform = items, y, transform
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.transform(self.items[i]), int(self.y[i])
-
-
-def _pil_transform(data_config: dict):
-    import timm.data
-
-    transform = timm.data.create_transform(**data_config, is_training=False)
-    return lambda path: transform(Image.open(path).convert("RGB"))
-
-
-def _text_collate(tokenizer, padding="longest"):
-    def collate(batch):
-        texts, ys = zip(*batch)
-        tokens = tokenizer(list(texts), padding=padding, truncation=True, max_length=_max_length(),
-                           return_tensors="pt")
-        return dict(tokens), torch.as_tensor(ys)
-    return collate
-
-
-def plain_predict(modality: str, X, backbone, padding: str = "longest") -> np.ndarray:
-    """Embeddings by a hand-written inference loop (default memory format)."""
-    if modality == "images":
-        loader = torch.utils.data.DataLoader(_Files(X, np.zeros(len(X)), _pil_transform(backbone.data_config)),
-                                             batch_size=BATCH)
-    else:
-        loader = torch.utils.data.DataLoader(_Files(X, np.zeros(len(X)), lambda t: t), batch_size=BATCH,
-                                             collate_fn=_text_collate(backbone.tokenizer, padding))
-    encoder = backbone.encoder.eval()
-    with torch.inference_mode():
-        return torch.cat([encoder(**xb) if isinstance(xb, dict) else encoder(xb) for xb, _ in loader]).numpy()
-
-
-def plain_train(modality: str, X, y, backbone, freeze_layers) -> None:
-    """One epoch of hand-written fine-tuning with sktransfer's split into trainable and frozen blocks."""
-    from sktransfer._freezing import frozen_names
-
-    encoder = copy.deepcopy(backbone.encoder)
-    names = [name for name, _ in encoder.named_parameters()]
-    frozen = set(frozen_names(backbone.blocks, freeze_layers, names))
-    for name, param in encoder.named_parameters():
-        param.requires_grad_(name not in frozen)
-    head = torch.nn.Linear(backbone.num_features, 2)
-    params = [p for p in [*encoder.parameters(), *head.parameters()] if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=LR)
-    if modality == "images":
-        dataset, collate = _Files(X, y, _pil_transform(backbone.data_config)), None
-    else:
-        dataset, collate = _Files(X, y, lambda t: t), _text_collate(backbone.tokenizer)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, collate_fn=collate,
-                                         generator=torch.Generator().manual_seed(0))
-    encoder.train()
-    for xb, yb in loader:
-        features = encoder(**xb) if isinstance(xb, dict) else encoder(xb)
-        loss = torch.nn.functional.cross_entropy(head(features), yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-
-def bare_forward(modality: str, X, backbone) -> dict[str, float]:
-    """Seconds of the backbone's forward alone, per memory format (preprocessing done beforehand)."""
-    encoder = copy.deepcopy(backbone.encoder).eval()
-    if modality == "texts":
-        order = np.argsort([len(t) for t in X], kind="stable")
-        collate = _text_collate(backbone.tokenizer)
-        batches = [collate([(X[i], 0) for i in order[s:s + BATCH]])[0] for s in range(0, len(X), BATCH)]
-        formats = {"default": torch.contiguous_format}
-    else:
-        transform = _pil_transform(backbone.data_config)
-        tensors = torch.stack([transform(path) for path in X])
-        batches = list(tensors.split(BATCH))
-        formats = {"NCHW": torch.contiguous_format, "channels_last": torch.channels_last}
-    seconds = {}
-    for name, memory_format in formats.items():
-        encoder = encoder.to(memory_format=memory_format)
-        inputs = [b if isinstance(b, dict) else b.contiguous(memory_format=memory_format) for b in batches]
-        with torch.inference_mode():
-            encoder(**inputs[0]) if isinstance(inputs[0], dict) else encoder(inputs[0])
-            start = time.perf_counter()
-            for b in inputs:
-                encoder(**b) if isinstance(b, dict) else encoder(b)
-        seconds[name] = time.perf_counter() - start
-    return seconds
-
-
 # ------------------------------------------------------------ sktransfer
-def sk_embedder(modality: str, X, quantize: bool = False, num_workers: int | None = None):
-    """A fitted embedder (``cache=False``: every ``transform`` runs the backbone), int8 on request."""
+def sk_embedder(modality: str, X, quantize: bool = False, num_workers: int | None = None, precision: str = "auto"):
+    """A fitted embedder (``cache=False``: every ``transform`` runs the backbone), int8 or bf16 on request."""
     from sktransfer import PretrainedImageEmbedder, PretrainedTextEmbedder
     from sktransfer._quantize import quantize_int8
 
     if modality == "images":
         embedder = PretrainedImageEmbedder(cache=False, batch_size=BATCH, num_workers=num_workers,
-                                           **_image_params()).fit(X[:2])
+                                           precision=precision, **_image_params()).fit(X[:2])
     else:
-        embedder = PretrainedTextEmbedder(cache=False, batch_size=BATCH, **_text_params()).fit(X[:2])
+        embedder = PretrainedTextEmbedder(cache=False, batch_size=BATCH, precision=precision,
+                                          **_text_params()).fit(X[:2])
     return quantize_int8(embedder) if quantize else embedder
 
 
@@ -236,14 +142,14 @@ def sk_classifier(modality: str, X, y):
     return clf.fit([X[i] for i in few], y[few])
 
 
-def sk_train(modality: str, X, y, freeze_layers, cache: bool) -> None:
+def sk_train(modality: str, X, y, freeze_layers, cache: bool, precision: str = "auto") -> None:
     from sktransfer import PretrainedImageClassifier, PretrainedTextClassifier, feature_cache
 
     feature_cache.clear()
     cls, params = ((PretrainedImageClassifier, _image_params()) if modality == "images"
                    else (PretrainedTextClassifier, _text_params()))
     cls(freeze_layers=freeze_layers, max_epochs=1, lr=LR, batch_size=BATCH, cache=cache, random_state=0,
-        **params).fit(X, y)
+        precision=precision, **params).fit(X, y)
 
 
 def grid_search(modality: str, X, y, size: dict, keep_weights: bool) -> tuple[float, int]:
@@ -321,6 +227,7 @@ def run(quick: bool, out_dir: Path) -> Path:
     embedders = {m: sk_embedder(m, X) for m, X in (("images", Xi), ("texts", Xt))}
     classifiers = {m: sk_classifier(m, X, y) for m, X, y in (("images", Xi, yi), ("texts", Xt, yt))}
     int8 = sk_embedder("texts", Xt, quantize=True)
+    bf16 = {m: sk_embedder(m, X, precision="bf16") for m, X in (("images", Xi), ("texts", Xt))}
     worker = sk_embedder("images", Xi, num_workers=1)
     for modality, warm, backbone in (("images", Xi[:4], image_bb), ("texts", Xt[:4], text_bb)):
         plain_predict(modality, warm, backbone)  # imports, first allocations
@@ -334,6 +241,7 @@ def run(quick: bool, out_dir: Path) -> Path:
             "sktransfer predict_proba (frozen classifier)": lambda: classifiers["images"].predict_proba(Xi),
             "sktransfer transform, serial decoding": lambda: _serial(embedders["images"].transform, Xi),
             "sktransfer transform, 1 DataLoader worker decoding": lambda: worker.transform(Xi),
+            f"sktransfer transform, precision='bf16' {OPT_IN}": lambda: bf16["images"].transform(Xi),
         },
         "texts": {
             "plain loop (tokenizer per batch, sdpa)": lambda: plain_predict("texts", Xt, text_bb),
@@ -344,7 +252,8 @@ def run(quick: bool, out_dir: Path) -> Path:
                                            for s in range(0, len(Xt), BATCH)],
             "sktransfer transform (embedder)": lambda: embedders["texts"].transform(Xt),
             "sktransfer predict_proba (frozen classifier)": lambda: classifiers["texts"].predict_proba(Xt),
-            "sktransfer transform, int8 dynamic quantisation": lambda: int8.transform(Xt),
+            f"sktransfer transform, int8 dynamic quantisation {OPT_IN}": lambda: int8.transform(Xt),
+            f"sktransfer transform, precision='bf16' {OPT_IN}": lambda: bf16["texts"].transform(Xt),
         },
     }
     for modality, X, backbone in (("images", Xi, image_bb), ("texts", Xt, text_bb)):
@@ -355,7 +264,8 @@ def run(quick: bool, out_dir: Path) -> Path:
         plain = next(iter(inference[modality]))
         rows += _rows(f"predict {len(X)} {modality}", len(X), seconds, plain, bare[fastest])
         ratio[modality] = (seconds[plain] / seconds["sktransfer transform (embedder)"],
-                           bare[fastest] / seconds["sktransfer transform (embedder)"])
+                           bare[fastest] / seconds["sktransfer transform (embedder)"],
+                           seconds[plain] / seconds[f"sktransfer transform, precision='bf16' {OPT_IN}"])
 
     # ---- equality with the plain loop (same weights), and the accuracy change of int8
     ours = embedders["images"].transform(Xi)
@@ -365,7 +275,9 @@ def run(quick: bool, out_dir: Path) -> Path:
     rel = np.linalg.norm(ours - reference, axis=1) / np.linalg.norm(reference, axis=1)
     notes.append(f"Image embeddings against the plain loop's (same weights): max abs difference "
                  f"{np.abs(ours - reference).max():.2e}, max relative L2 difference {rel.max():.2e}.")
-    notes.append(_int8_accuracy(size))
+    notes.append(_accuracy_change("texts", mode, size, "int8 dynamic quantisation", quantize=True))
+    notes.append(_accuracy_change("texts", mode, size, "precision='bf16'", precision="bf16"))
+    notes.append(_accuracy_change("images", mode, size, "precision='bf16'", precision="bf16"))
 
     # ---- one epoch of training
     Xti, yti = _image_data(mode, "train", size["train_images"])
@@ -377,13 +289,17 @@ def run(quick: bool, out_dir: Path) -> Path:
             if freeze != "none":
                 methods["sktransfer fit, cache=True (frozen prefix cached)"] = \
                     lambda: sk_train(modality, X, y, freeze, cache=True)
-            few = np.concatenate([np.flatnonzero(y == label)[:2] for label in np.unique(y)])
+            methods[f"sktransfer fit, precision='bf16' {OPT_IN}"] = \
+                lambda: sk_train(modality, X, y, freeze, cache=freeze != "none", precision="bf16")
+            few = np.concatenate([np.flatnonzero(y == c)[:2] for c in np.unique(y)])
             warm = ([X[i] for i in few], y[few])
             plain_train(modality, *warm, backbone, freeze)
             sk_train(modality, *warm, freeze, cache=False)
             seconds = _best(methods, repeats)
             rows += _rows(f"fine-tune 1 epoch, {label}, {len(X)} {modality}", len(X), seconds, "plain loop", None)
-            ratio[modality, label] = seconds["plain loop"] / min(v for k, v in seconds.items() if k != "plain loop")
+            default = min(v for k, v in seconds.items() if k != "plain loop" and OPT_IN not in k)
+            ratio[modality, label] = (seconds["plain loop"] / default,
+                                      seconds["plain loop"] / seconds[f"sktransfer fit, precision='bf16' {OPT_IN}"])
 
     # ---- grid search: weights read per fit (before) or once per process (after)
     grid_rows = []
@@ -400,9 +316,11 @@ def run(quick: bool, out_dir: Path) -> Path:
 
     body = (
         headline(f"images: transform {ratio['images'][0]:.2f}x the plain loop ({ratio['images'][1]:.2f}x the bare "
-                 f"forward), partial fine-tuning {ratio['images', 'partial (last 2 blocks)']:.2f}x; texts: transform "
-                 f"{ratio['texts'][0]:.2f}x; grid search {ratio['images', 'grid'][0]:.0f} s -> "
-                 f"{ratio['images', 'grid'][1]:.0f} s ({ratio['images', 'grid'][3]} load(s))")
+                 f"forward), partial fine-tuning {ratio['images', 'partial (last 2 blocks)'][0]:.2f}x; texts: "
+                 f"transform {ratio['texts'][0]:.2f}x; grid search {ratio['images', 'grid'][0]:.0f} s -> "
+                 f"{ratio['images', 'grid'][1]:.0f} s ({ratio['images', 'grid'][3]} load(s)); opt-in bf16: image "
+                 f"transform {ratio['images'][2]:.2f}x, partial fine-tuning "
+                 f"{ratio['images', 'partial (last 2 blocks)'][1]:.2f}x, text transform {ratio['texts'][2]:.2f}x")
         + f"\nMode: {mode}; best of {repeats} interleaved run(s); {torch.get_num_threads()} torch threads.\n\n"
         + markdown_table(rows) + "\n\n"
         + f"Grid search: {size['grid_points']} candidates x {size['cv']} folds and the refit, frozen backbone, "
@@ -412,23 +330,27 @@ def run(quick: bool, out_dir: Path) -> Path:
     return write_result("inference", "CPU speed: sktransfer vs a plain loop vs the bare forward", body, out_dir)
 
 
-def _int8_accuracy(size: dict) -> str:
-    """Accuracy of a logistic regression on float32 and on int8 text embeddings (SST-2 test)."""
+def _accuracy_change(modality: str, mode: str, size: dict, label: str, **variant) -> str:
+    """Accuracy of a logistic regression on default (float32) and on ``variant`` embeddings, train -> test."""
     from sklearn.linear_model import LogisticRegression
 
-    Xtr, ytr = _text_data("train", 2000 if size["texts"] is None else size["train_texts"])
-    Xte, yte = _text_data("test", size["texts"])
+    if modality == "texts":
+        (Xtr, ytr), (Xte, yte) = (_text_data("train", 2000 if size["texts"] is None else size["train_texts"]),
+                                  _text_data("test", size["texts"]))
+    else:
+        (Xtr, ytr), (Xte, yte) = (_image_data(mode, "train", size["train_images"]),
+                                  _image_data(mode, "val", size["images"]))
     scores, embeddings = {}, {}
-    for name, quantize in (("float32", False), ("int8", True)):
-        embedder = sk_embedder("texts", Xtr, quantize)
+    for name, params in (("float32", {}), (label, variant)):
+        embedder = sk_embedder(modality, Xtr, **params)
         train, test = embedder.transform(Xtr), embedder.transform(Xte)
         clf = LogisticRegression(max_iter=3000).fit(train, ytr)
         scores[name], embeddings[name] = (clf.predict(test) == yte).mean(), test
-    a, b = embeddings["float32"], embeddings["int8"]
+    a, b = embeddings["float32"], embeddings[label]
     cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-    return (f"int8 dynamic quantisation (text): logistic-regression accuracy {100 * scores['float32']:.1f} % (float32) "
-            f"-> {100 * scores['int8']:.1f} % (int8) on {len(Xte)} test texts ({len(Xtr)} train); cosine similarity "
-            f"of the embeddings min {cosine.min():.4f}, median {np.median(cosine):.4f}.")
+    return (f"{label} ({modality}): logistic-regression accuracy {100 * scores['float32']:.1f} % (float32) -> "
+            f"{100 * scores[label]:.1f} % on {len(Xte)} test {modality} ({len(Xtr)} train); cosine similarity of the "
+            f"embeddings min {cosine.min():.4f}, median {np.median(cosine):.4f}.")
 
 
 if __name__ == "__main__":
