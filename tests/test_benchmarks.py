@@ -85,8 +85,8 @@ def test_a_frozen_rerun_carries_the_fine_tuning_rows_over_with_their_date(tmp_pa
 
     name = "sktransfer full fine-tuning (loop's settings)"
     (tmp_path / "accuracy.md").write_text(
-        f"# t\n\n- date: 2026-01-02T03:04\n\n| recipe | train n | accuracy % |\n|---|---|---|\n| {name} | 245 | 92.16 |\n"
-        f"\n**{name}**\n\n```\nreport\n```\n")
+        f"# t\n\n- date: 2026-01-02T03:04\n\n| recipe | train n | accuracy % |\n|---|---|---|\n"
+        f"| {name} | 245 | 92.16 |\n\n**{name}**\n\n```\nreport\n```\n")
     monkeypatch.setattr(accuracy, "RESULTS", tmp_path)
     carried = accuracy._carried([name, accuracy.DEFAULT])
     assert list(carried) == [name]  # the default's frozen head is rerun, never carried

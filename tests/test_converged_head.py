@@ -46,7 +46,7 @@ def test_multilabel_and_regression_heads_equal_their_convex_fits(noisy_images, t
     Y = rng.integers(0, 2, size=(len(X), 2))
     clf = PretrainedImageClassifier(**tiny_image_params).fit(X, Y)
     Z = _standardised(clf, X)
-    assert clf.C_ == pytest.approx(2 / np.mean(np.sum(Z.astype(np.float64) ** 2, axis=1)), rel=1e-4)  # "auto": 2 per label
+    assert clf.C_ == pytest.approx(2 / np.mean(np.sum(Z.astype(np.float64) ** 2, axis=1)), rel=1e-4)  # 2 per label
     for label in range(2):
         reference = LogisticRegression(C=clf.C_, max_iter=5000, tol=1e-8).fit(Z, Y[:, label])
         np.testing.assert_allclose(clf.predict_proba(X)[:, label], reference.predict_proba(Z)[:, 1], atol=5e-4)
