@@ -318,14 +318,13 @@ def _carried(names: list[str]) -> dict[str, tuple[str, float, str]]:
     date = re.search(r"^- date: (\S+)", previous, re.M).group(1)
     carried = {}
     for name in (n for n in names if n in FINE_TUNING):
-        pattern = rf"{re.escape(name)}(?: \(from the run of \S+\))?"
+        pattern = rf"{re.escape(name)}( \(from the run of \S+\))?"  # a carried row keeps its own date
         row = re.search(rf"^\| {pattern} \|.*$", previous, re.M)
         report = re.search(rf"^\*\*{pattern}\*\*\n\n```\n.*?```\n", previous, re.M | re.S)
         if row is None or report is None:
             raise ValueError(f"{RERUN_ENV}=frozen: {name!r} is not in {RESULTS / 'accuracy.md'}; run in full.")
-        marked = f"{name} (from the run of {date})"
-        line, block = (text if "(from the run of" in text.split("\n")[0].split(" | ")[0]
-                       else text.replace(name, marked, 1) for text in (row.group(0), report.group(0)))
+        line, block = (match.group(0) if match.group(1) else match.group(0).replace(name, f"{name} (from the run "
+                       f"of {date})", 1) for match in (row, report))
         carried[name] = (line, float(line.split("|")[3]), block)
     return carried
 

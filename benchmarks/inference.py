@@ -276,9 +276,9 @@ def run(quick: bool, out_dir: Path) -> Path:
     rel = np.linalg.norm(ours - reference, axis=1) / np.linalg.norm(reference, axis=1)
     notes.append(f"Image embeddings against the plain loop's (same weights): max abs difference "
                  f"{np.abs(ours - reference).max():.2e}, max relative L2 difference {rel.max():.2e}.")
-    notes.append(_accuracy_change("texts", mode, size, "int8 dynamic quantisation", quantize=True))
-    notes.append(_accuracy_change("texts", mode, size, "precision='bf16'", precision="bf16"))
-    notes.append(_accuracy_change("images", mode, size, "precision='bf16'", precision="bf16"))
+    notes += _accuracy_changes("texts", mode, size, {"int8 dynamic quantisation": {"quantize": True},
+                                                      "precision='bf16'": {"precision": "bf16"}})
+    notes += _accuracy_changes("images", mode, size, {"precision='bf16'": {"precision": "bf16"}})
 
     # ---- one epoch of training
     Xti, yti = _image_data(mode, "train", size["train_images"])
@@ -331,8 +331,8 @@ def run(quick: bool, out_dir: Path) -> Path:
     return write_result("inference", "CPU speed: sktransfer vs a plain loop vs the bare forward", body, out_dir)
 
 
-def _accuracy_change(modality: str, mode: str, size: dict, label: str, **variant) -> str:
-    """Accuracy of a logistic regression on default (float32) and on ``variant`` embeddings, train -> test."""
+def _accuracy_changes(modality: str, mode: str, size: dict, variants: dict[str, dict]) -> list[str]:
+    """Accuracy of a logistic regression on default (float32) embeddings and on each variant's, train -> test."""
     from sklearn.linear_model import LogisticRegression
 
     if modality == "texts":
@@ -342,16 +342,20 @@ def _accuracy_change(modality: str, mode: str, size: dict, label: str, **variant
         (Xtr, ytr), (Xte, yte) = (_image_data(mode, "train", size["train_images"]),
                                   _image_data(mode, "val", size["images"]))
     scores, embeddings = {}, {}
-    for name, params in (("float32", {}), (label, variant)):
+    for name, params in {"float32": {}, **variants}.items():
         embedder = sk_embedder(modality, Xtr, **params)
         train, test = embedder.transform(Xtr), embedder.transform(Xte)
         clf = LogisticRegression(max_iter=3000).fit(train, ytr)
         scores[name], embeddings[name] = (clf.predict(test) == yte).mean(), test
-    a, b = embeddings["float32"], embeddings[label]
-    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-    return (f"{label} ({modality}): logistic-regression accuracy {100 * scores['float32']:.1f} % (float32) -> "
-            f"{100 * scores[label]:.1f} % on {len(Xte)} test {modality} ({len(Xtr)} train); cosine similarity of the "
-            f"embeddings min {cosine.min():.4f}, median {np.median(cosine):.4f}.")
+    a = embeddings["float32"]
+    notes = []
+    for label in variants:
+        b = embeddings[label]
+        cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        notes.append(f"{label} ({modality}): logistic-regression accuracy {100 * scores['float32']:.1f} % (float32) "
+                     f"-> {100 * scores[label]:.1f} % on {len(Xte)} test {modality} ({len(Xtr)} train); cosine "
+                     f"similarity of the embeddings min {cosine.min():.4f}, median {np.median(cosine):.4f}.")
+    return notes
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from numbers import Integral
 from typing import Any
@@ -114,37 +115,43 @@ class BackboneEstimator(PersistenceMixin, TransformerMixin, BaseEstimator):
         compute = lambda positions: self._encode([items[i] for i in positions], encoder, forward)  # noqa: E731
         return feature_cache.get_or_compute(keys, compute, self.cache_dir)
 
+    @contextmanager
+    def _inference(self, *modules: torch.nn.Module):
+        """Eval and inference mode under the precision's autocast; the modules' training modes restored after,
+        in the order given (a view sharing modules first, the module that owns them last)."""
+        dtype = _AMP_DTYPES.get(self.precision_)
+        modes = [module.training for module in modules]
+        for module in modules:
+            module.eval()
+        try:
+            with torch.inference_mode(), torch.autocast(torch.device(self.device_).type, dtype=dtype,
+                                                        enabled=dtype is not None):
+                yield
+        finally:
+            for module, mode in zip(modules, modes):
+                module.train(mode)
+
     def _encode(self, items: list, encoder: torch.nn.Module, forward) -> np.ndarray:
         order = self._inference_order(items)
         ordered = [items[i] for i in order]
-        dtype = _AMP_DTYPES.get(self.precision_)
-        device_type = torch.device(self.device_).type
-        was_training = encoder.training
-        encoder.eval()
         chunks = []
         loader = self._loader(self._make_dataset(ordered))
-        with torch.inference_mode(), torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+        with self._inference(encoder):
             for x, _ in tqdm(loader, desc="embedding", disable=not self.verbose, leave=False):
                 x = {k: v.to(self.device_, non_blocking=True) for k, v in x.items()}
                 chunks.append(forward(**x).float().cpu().numpy())
-        encoder.train(was_training)
         features = np.concatenate(chunks)
         out = np.empty_like(features)
         out[order] = features
         return out
 
-    def _embed_prefix_outputs(self, outputs: np.ndarray, prefix) -> np.ndarray:
-        """Pooled features from cached outputs of a frozen prefix: its suffix alone runs (in eval mode)."""
-        dtype = _AMP_DTYPES.get(self.precision_)
-        suffix, chunks = prefix.suffix, []
-        was_training = suffix.training
-        suffix.eval()
-        with torch.inference_mode(), torch.autocast(torch.device(self.device_).type, dtype=dtype,
-                                                    enabled=dtype is not None):
+    def _embed_prefix_outputs(self, outputs: np.ndarray, prefix, encoder: torch.nn.Module) -> np.ndarray:
+        """Pooled features from cached outputs of ``encoder``'s frozen prefix: its suffix alone runs."""
+        chunks = []
+        with self._inference(prefix.suffix, encoder):
             for start in range(0, len(outputs), self.batch_size):
                 batch = torch.as_tensor(outputs[start:start + self.batch_size], device=self.device_)
-                chunks.append(suffix(batch).float().cpu().numpy())
-        suffix.train(was_training)
+                chunks.append(prefix.suffix(batch).float().cpu().numpy())
         return np.concatenate(chunks)
 
     def _inference_order(self, items: list) -> np.ndarray:

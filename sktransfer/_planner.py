@@ -198,7 +198,7 @@ class FitPlanner:
         if stage is Stage.EMBEDDINGS:
             features = values[sample]
         elif stage is Stage.FROZEN_PREFIX:  # the suffix alone, on the cached outputs: no decoding, no prefix
-            features = self._embed_prefix_outputs(values[sample], prefix)
+            features = self._embed_prefix_outputs(values[sample], prefix, module.encoder)
         else:
             features = self._embed([items[i] for i in sample], module.encoder)
         module.head.fit_standardization(torch.as_tensor(features, device=self.device_))
