@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import platform
+import re
 import resource
 import sys
 import time
@@ -77,6 +78,21 @@ def write_result(name: str, title: str, body: str, out_dir: Path = RESULTS) -> P
     path = out_dir / f"{name}.md"
     path.write_text(f"# {title}\n\n{environment_markdown()}\n{body}\n")
     return path
+
+
+def committed_run(name: str) -> tuple[str, str]:
+    """The committed ``results/<name>.md`` and the date of the run that wrote it."""
+    text = (RESULTS / f"{name}.md").read_text()
+    return text, re.search(r"^- date: (\S+)", text, re.M).group(1)
+
+
+def carried_row(text: str, label: str, date: str) -> str | None:
+    """The table row of ``text`` whose first cell is ``label``, marked as measured by the run of ``date``
+    (a row already carried keeps its own mark); None when there is none."""
+    match = re.search(rf"^\| {re.escape(label)}( \(from the run of \S+\))? \|.*$", text, re.M)
+    if match is None:
+        return None
+    return match.group(0) if match.group(1) else match.group(0).replace(label, f"{label} (from the run of {date})", 1)
 
 
 # --- shared by accuracy, learning_curve and the runner (``python -m benchmarks``) ---

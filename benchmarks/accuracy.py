@@ -18,6 +18,8 @@ from pathlib import Path
 from ._harness import (
     RESULTS,
     SHARED_DATA,
+    carried_row,
+    committed_run,
     headline,
     markdown_table,
     read_hymenoptera,
@@ -314,17 +316,16 @@ def _section(dataset: str, title: str, recipes: dict, quick: bool) -> tuple[str,
 def _carried(names: list[str]) -> dict[str, tuple[str, float, str]]:
     """Fine-tuning recipes' table rows and reports from the committed ``accuracy.md``, each marked with the
     date of the run that measured it; their accuracies."""
-    previous = (RESULTS / "accuracy.md").read_text()
-    date = re.search(r"^- date: (\S+)", previous, re.M).group(1)
+    previous, date = committed_run("accuracy")
     carried = {}
     for name in (n for n in names if n in FINE_TUNING):
-        pattern = rf"{re.escape(name)}( \(from the run of \S+\))?"  # a carried row keeps its own date
-        row = re.search(rf"^\| {pattern} \|.*$", previous, re.M)
-        report = re.search(rf"^\*\*{pattern}\*\*\n\n```\n.*?```\n", previous, re.M | re.S)
-        if row is None or report is None:
+        line = carried_row(previous, name, date)
+        report = re.search(rf"^\*\*{re.escape(name)}( \(from the run of \S+\))?\*\*\n\n```\n.*?```\n",
+                           previous, re.M | re.S)
+        if line is None or report is None:
             raise ValueError(f"{RERUN_ENV}=frozen: {name!r} is not in {RESULTS / 'accuracy.md'}; run in full.")
-        line, block = (match.group(0) if match.group(1) else match.group(0).replace(name, f"{name} (from the run "
-                       f"of {date})", 1) for match in (row, report))
+        block = report.group(0) if report.group(1) else report.group(0).replace(name, f"{name} (from the run of "
+                                                                                      f"{date})", 1)
         carried[name] = (line, float(line.split("|")[3]), block)
     return carried
 

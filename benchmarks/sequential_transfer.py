@@ -1,17 +1,16 @@
 """Sequential transfer: MiniLM fine-tuned on SST-2, then the backbone of each Amazon review domain's classifier.
 
 Stage 1 fine-tunes ``PretrainedTextClassifier`` on SST-2 (the accuracy benchmark's recipe: all 60,614
-phrases, one epoch, full fine-tuning) and saves it. Stage 2, per Amazon review domain and number of
-labelled reviews n (100, 300, 1,000; 3 random stratified draws each, the domain's other reviews as the
-test set): ``PretrainedTextClassifier(backbone=...)`` at its defaults (frozen backbone, converged linear
-head) on the pretrained MiniLM against the same on the SST-2 model's backbone. One process per domain
-and backbone computes the domain's embeddings once (the feature cache). Quick mode: 2,000 SST-2
-phrases, two domains.
+phrases, one epoch, full fine-tuning; fitted once and kept, see ``_sst2_model``). Stage 2, per Amazon
+review domain and number of labelled reviews n (100, 300, 1,000; 3 random stratified draws each, the
+domain's other reviews as the test set): ``PretrainedTextClassifier(backbone=...)`` at its defaults
+(frozen backbone, converged linear head) on the pretrained MiniLM against the same on the SST-2 model's
+backbone. One process per domain and backbone computes the domain's embeddings once (the feature
+cache). Quick mode: 2,000 SST-2 phrases, two domains.
 """
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +19,13 @@ from ._harness import (
     SHARED_DATA,
     headline,
     markdown_table,
-    read_sst2,
     run_isolated,
     synthetic_texts,
-    timed,
     tiny,
     tiny_text_backbone,
     write_result,
 )
-from .accuracy import TEXT_FINETUNE
+from ._sst2_model import fine_tuned_on_sst2
 
 TINY = True
 DOMAINS = {"quick": ("books", "kitchen"), "full": ("books", "dvd", "electronics", "kitchen")}
@@ -49,26 +46,6 @@ def _reviews(domain: str) -> tuple[list[str], np.ndarray]:
 
 def _base_params() -> dict:
     return {"backbone": tiny_text_backbone(), "max_length": 16} if tiny() else {}
-
-
-def fine_tune_on_sst2(quick: bool, folder: str) -> dict:
-    """Stage 1: fine-tune on SST-2, save to ``folder``; its test accuracy and fit time."""
-    from sktransfer import PretrainedTextClassifier
-
-    if tiny():
-        X, y = synthetic_texts(24)
-        params = {**_base_params(), "freeze_layers": "none", "max_epochs": 2}
-    else:
-        X, y = read_sst2("train", 2000 if quick else None)
-        params = {k: v for k, v in TEXT_FINETUNE.items() if k != "train_on"}
-    record: dict = {"n_train": len(X)}
-    clf = PretrainedTextClassifier(**params, random_state=0)
-    with timed(record, "fit_s"):
-        clf.fit(X, y)
-    X_test, y_test = synthetic_texts(24, seed=1) if tiny() else read_sst2("test")
-    record["sst2_accuracy"] = float(clf.score(X_test, y_test))
-    clf.save(folder)
-    return record
 
 
 def learning_curve(domain: str, backbone: str) -> dict:
@@ -119,8 +96,8 @@ def run(quick: bool, out_dir: Path) -> Path:
     """Both stages; write ``sequential_transfer.md`` and ``sequential_transfer.png``."""
     if not tiny() and not (SHARED_DATA / "amazon_reviews").is_dir():
         raise FileNotFoundError(f"{SHARED_DATA / 'amazon_reviews'} is absent: this benchmark needs it and sst2.")
-    folder = str(Path(tempfile.mkdtemp(prefix="sktransfer_sst2_")) / "model")
-    stage1 = run_isolated("benchmarks.sequential_transfer:fine_tune_on_sst2", quick=quick, folder=folder)
+    stage1 = fine_tuned_on_sst2(quick)
+    folder = stage1["folder"]
     rows = []
     for domain in DOMAINS["quick" if quick or tiny() else "full"]:
         for name, backbone in zip(BACKBONES, (None, folder)):
@@ -138,7 +115,8 @@ def run(quick: bool, out_dir: Path) -> Path:
     top = headline("SST-2 backbone minus pretrained backbone, mean over domains: "
                    + ", ".join(f"{gain:+.1f} points at n={n}" for n, gain in gains.items()))
     body = (f"{top}\n\nMode: {mode}. {__doc__.split(chr(10) * 2)[1]}\n\nStage 1: {stage1['n_train']:,} SST-2 "
-            f"phrases, SST-2 test accuracy {100 * stage1['sst2_accuracy']:.1f} %, fit {stage1['fit_s']:.0f} s.\n\n"
+            f"phrases, SST-2 test accuracy {100 * stage1['sst2_accuracy']:.1f} %, fit {stage1['fit_s']:.0f} s "
+            f"(fitted {stage1['fitted']}).\n\n"
             f"{markdown_table(rows)}\n\n![learning curves](sequential_transfer.png)\n")
     return write_result("sequential_transfer", "Sequential transfer: an SST-2 model as the next backbone", body,
                         out_dir)

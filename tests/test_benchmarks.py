@@ -81,13 +81,13 @@ def test_quick_runs_never_write_the_committed_results():
 
 
 def test_a_frozen_rerun_carries_the_fine_tuning_rows_over_with_their_date(tmp_path, monkeypatch):
-    from benchmarks import accuracy
+    from benchmarks import _harness, accuracy
 
     name = "sktransfer full fine-tuning (loop's settings)"
     (tmp_path / "accuracy.md").write_text(
         f"# t\n\n- date: 2026-01-02T03:04\n\n| recipe | train n | accuracy % |\n|---|---|---|\n"
         f"| {name} | 245 | 92.16 |\n\n**{name}**\n\n```\nreport\n```\n")
-    monkeypatch.setattr(accuracy, "RESULTS", tmp_path)
+    monkeypatch.setattr(_harness, "RESULTS", tmp_path)
     carried = accuracy._carried([name, accuracy.DEFAULT])
     assert list(carried) == [name]  # the default's frozen head is rerun, never carried
     line, score, report = carried[name]
@@ -97,3 +97,18 @@ def test_a_frozen_rerun_carries_the_fine_tuning_rows_over_with_their_date(tmp_pa
     assert accuracy._carried([name])[name] == carried[name]  # carried twice: still the run that measured it
     with pytest.raises(ValueError, match="run in full"):
         accuracy._carried(["hand-written PyTorch loop (full fine-tuning)"])
+
+
+def test_an_auto_rerun_of_the_learning_rates_carries_each_sections_hand_set_rows(tmp_path, monkeypatch):
+    from benchmarks import _harness, learning_rates
+
+    table = "| lr | head rate | accuracy % |\n|---|---|---|\n| auto | 0.001 | {} |\n| 0.0001 | 0.0001 | {} |\n"
+    (tmp_path / "learning_rates.md").write_text(
+        f"# t\n\n- date: 2026-01-02T03:04\n\n## Images\n\n{table.format(90.0, 91.5)}\n"
+        f"## Texts\n\n{table.format(80.0, 84.86)}\n")
+    monkeypatch.setattr(_harness, "RESULTS", tmp_path)
+    line, accuracy = learning_rates._carried("Texts", 1e-4)
+    assert line == "| 0.0001 (from the run of 2026-01-02T03:04) | 0.0001 | 84.86 |" and accuracy == 84.86
+    assert learning_rates._carried("Images", 1e-4)[1] == 91.5
+    with pytest.raises(ValueError, match="run in full"):
+        learning_rates._carried("Texts", 2e-5)
