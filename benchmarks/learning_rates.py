@@ -8,8 +8,9 @@ backbone alike, without warm-up. The hand-set rates bracket the published recipe
 BERT-style models, 1e-4 to 1e-3 for CNNs.
 
 Each fit runs in a fresh process. Quick mode: subsamples and 2 epochs (a smoke test of the machinery).
-``SKTRANSFER_LR_RERUN=auto`` (full mode) fits only the ``lr="auto"`` rows and carries the hand-set rows,
-which the auto rule does not touch, from the committed ``learning_rates.md`` (marked with their run's date).
+``SKTRANSFER_LR_RERUN=sst2`` (full mode; data sets, comma-separated) refits only those data sets'
+``lr="auto"`` rows, after a change of the auto rule, and carries every other row from the committed
+``learning_rates.md`` (marked with the date of the run that measured it).
 """
 
 from __future__ import annotations
@@ -79,27 +80,43 @@ def fit_one(dataset: str, lr, quick: bool) -> dict:
     return record
 
 
-def _rerun_auto_only(quick: bool) -> bool:
-    return not quick and not tiny() and os.environ.get(RERUN_ENV) == "auto"
+def _reruns() -> list[str] | None:
+    """The data sets whose auto row alone is refitted, or None for a complete run."""
+    value = os.environ.get(RERUN_ENV)
+    if not value:
+        return None
+    datasets = value.split(",")
+    if not set(datasets) <= set(RATES):
+        raise ValueError(f"{RERUN_ENV}={value!r}: name data sets among {sorted(RATES)}, comma-separated.")
+    return datasets
 
 
-def _carried(title: str, lr: float) -> tuple[str, float]:
-    """The committed table row of ``lr`` in the section ``title``, marked with its run's date; its accuracy."""
+def _committed_table(title: str) -> tuple[list[str], str, str]:
+    """The committed section ``title``'s table: its header lines, the whole section, and the run's date."""
     text, date = committed_run("learning_rates")
     section = text.split(f"## {title}\n", 1)[-1].split("\n## ", 1)[0]
+    lines = section.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| lr |"))
+    return lines[start: start + 2], section, date
+
+
+def _carried(title: str, lr) -> tuple[str, float]:
+    """The committed table row of ``lr`` in the section ``title``, marked with its run's date; its accuracy."""
+    header, section, date = _committed_table(title)
     line = carried_row(section, markdown_table([{"lr": lr}]).splitlines()[-1][2:-2], date)
     if line is None:
-        raise ValueError(f"{RERUN_ENV}=auto: lr={lr} of {title!r} is not in the committed learning_rates.md; "
+        raise ValueError(f"{RERUN_ENV}: lr={lr} of {title!r} is not in the committed learning_rates.md; "
                          "run in full.")
-    header = [cell.strip() for cell in next(row for row in section.splitlines() if row.startswith("| lr |")).split("|")]
-    return line, float(line.split("|")[header.index("accuracy %")].strip())
+    columns = [cell.strip() for cell in header[0].split("|")]
+    return line, float(line.split("|")[columns.index("accuracy %")].strip())
 
 
 def _section(dataset: str, title: str, quick: bool) -> tuple[str, dict]:
     *_, split = _data(dataset, quick)
     rows, carried = [], {}
+    reruns = None if quick or tiny() else _reruns()
     for lr in RATES[dataset][: 2 if tiny() else None]:
-        if lr != "auto" and _rerun_auto_only(quick):
+        if reruns is not None and (lr != "auto" or dataset not in reruns):
             carried[lr] = _carried(title, lr)
             continue
         r = run_isolated("benchmarks.learning_rates:fit_one", dataset=dataset, lr=lr, quick=quick)
@@ -107,11 +124,13 @@ def _section(dataset: str, title: str, quick: bool) -> tuple[str, dict]:
         rows.append({"lr": lr, "head rate": rates["head"], "backbone rate": rates["backbone"],
                      "warm-up": rates["warmup"], "epochs": r["epochs"], "accuracy %": 100 * r["accuracy"],
                      "fit s": r["fit_s"]})
-    auto = rows[0]["accuracy %"]
-    hand_set = [(row["lr"], row["accuracy %"]) for row in rows[1:]] + [(lr, acc) for lr, (_, acc) in carried.items()]
+    measured = {row["lr"]: row["accuracy %"] for row in rows} | {lr: acc for lr, (_, acc) in carried.items()}
+    auto = measured.pop("auto")
+    hand_set = list(measured.items())
     best_lr, best_accuracy = max(hand_set, key=lambda pair: pair[1])
     gap = {"auto": auto, "best": best_accuracy, "best lr": best_lr}
-    table = "\n".join([markdown_table(rows), *(line for line, _ in carried.values())])
+    table = "\n".join([markdown_table(rows) if rows else "\n".join(_committed_table(title)[0]),
+                       *(line for line, _ in carried.values())])
     body = (f"## {title}\n\nSplit: {split}.\n\n{table}\n\n"
             f"`lr=\"auto\"`: {auto:.2f} %; best hand-set rate {best_lr}: {best_accuracy:.2f} % "
             f"(auto minus best: {auto - best_accuracy:+.2f} points).\n")
@@ -125,8 +144,9 @@ def run(quick: bool, out_dir: Path) -> Path:
     mode = "tiny" if tiny() else "quick" if quick else "full"
     top = headline(f"lr=\"auto\" minus the best hand-set rate: hymenoptera {image_gap['auto'] - image_gap['best']:+.1f}"
                    f" points, SST-2 {text_gap['auto'] - text_gap['best']:+.1f} points (full fine-tuning)")
-    if _rerun_auto_only(quick):
-        mode += f" ({RERUN_ENV}=auto: the lr=\"auto\" rows ran now, the hand-set rows come from the run named in each)"
+    if mode == "full" and _reruns():
+        mode += (f" ({RERUN_ENV}={','.join(_reruns())}: the lr=\"auto\" rows of these data sets ran now, every "
+                 "other row comes from the run named in it)")
     notes = f"Mode: {mode}. " + __doc__.split(chr(10) * 2)[1].replace("``", "`") + "\n\n"
     return write_result("learning_rates", "Learning rates for full fine-tuning: auto against hand-set",
                         top + "\n" + notes + image + "\n" + text, out_dir)

@@ -99,7 +99,7 @@ def test_a_frozen_rerun_carries_the_fine_tuning_rows_over_with_their_date(tmp_pa
         accuracy._carried(["hand-written PyTorch loop (full fine-tuning)"])
 
 
-def test_an_auto_rerun_of_the_learning_rates_carries_each_sections_hand_set_rows(tmp_path, monkeypatch):
+def test_a_rerun_of_the_learning_rates_auto_rows_carries_every_other_row_per_section(tmp_path, monkeypatch):
     from benchmarks import _harness, learning_rates
 
     table = "| lr | head rate | accuracy % |\n|---|---|---|\n| auto | 0.001 | {} |\n| 0.0001 | 0.0001 | {} |\n"
@@ -110,5 +110,9 @@ def test_an_auto_rerun_of_the_learning_rates_carries_each_sections_hand_set_rows
     line, accuracy = learning_rates._carried("Texts", 1e-4)
     assert line == "| 0.0001 (from the run of 2026-01-02T03:04) | 0.0001 | 84.86 |" and accuracy == 84.86
     assert learning_rates._carried("Images", 1e-4)[1] == 91.5
+    assert learning_rates._carried("Texts", "auto")[1] == 80.0
     with pytest.raises(ValueError, match="run in full"):
         learning_rates._carried("Texts", 2e-5)
+    monkeypatch.setenv(learning_rates.RERUN_ENV, "sst2,imagenet")
+    with pytest.raises(ValueError, match="name data sets among"):
+        learning_rates._reruns()
