@@ -8,12 +8,13 @@ from typing import Any
 import torch
 
 from ._backbones import resolve_image_backbone
+from ._classification import ClassifierTask
 from ._distill import DistillationMixin
 from ._docs import AUGMENT, CLASSIFIER, EMBEDDER, IMAGE, REGRESSOR, document, related
 from ._domain import DomainAdaptationMixin
 from ._embedding import BackboneEstimator, EmbedderBase
 from ._image_data import ImageDataset, build_transform, check_images
-from ._tasks import ClassifierTask, RegressorTask
+from ._regression import RegressorTask
 from ._training import TrainableEstimator
 from ._validation import StrOptions
 

@@ -9,11 +9,12 @@ import numpy as np
 
 from ._backbones import resolve_text_backbone
 from ._cache import text_fingerprint
+from ._classification import ClassifierTask
 from ._distill import DistillationMixin
 from ._docs import CLASSIFIER, EMBEDDER, REGRESSOR, TEXT, document, related
 from ._domain import DomainAdaptationMixin
 from ._embedding import BackboneEstimator, EmbedderBase
-from ._tasks import ClassifierTask, RegressorTask
+from ._regression import RegressorTask
 from ._text_data import TextCollator, TextDataset, check_max_length, check_texts
 from ._validation import StrOptions, positive_int
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from numbers import Integral, Real
 
+import numpy as np
 from sklearn.utils._param_validation import (
     Interval,
     InvalidParameterError,
@@ -51,3 +52,20 @@ def check_device(device: str) -> None:
             f"device={device!r} is not a valid device: use 'auto' (CUDA when available, else CPU), 'cpu', "
             "'cuda' or 'cuda:N' (N the GPU's index)."
         )
+
+
+def check_target_length(y, n: int) -> np.ndarray:
+    """``y`` as an array of ``n`` targets (one per sample), or a clear error."""
+    if y is None:
+        raise ValueError("y is None: fit needs targets, one per sample.")
+    raw = y.to_numpy() if hasattr(y, "to_numpy") else y
+    y = np.asarray(raw)
+    if y.ndim == 0:
+        raise ValueError(
+            f"y must be an array-like of {n} targets, one per sample; got a single {type(raw).__name__}."
+        )
+    if y.dtype.kind == "U" and y.ndim == 1 and any(isinstance(v, float) for v in raw):
+        y = np.asarray(raw, dtype=object)  # NaN among str labels: keep it visible, not the string "nan"
+    if len(y) != n:
+        raise ValueError(f"X and y have different lengths: {n} inputs but {len(y)} targets.")
+    return y

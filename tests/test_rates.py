@@ -19,8 +19,8 @@ def _group_rates(clf) -> tuple[set[float], set[float]]:
     return rates
 
 
-@pytest.mark.parametrize("modality, family, head_rate", [("image", "convolutional", HEAD_LR),
-                                                         ("text", "transformer", HEAD_FACTOR * BACKBONE_LR["transformer"])])
+@pytest.mark.parametrize("modality, family, head_rate", [
+    ("image", "convolutional", HEAD_LR), ("text", "transformer", HEAD_FACTOR * BACKBONE_LR["transformer"])])
 def test_auto_gives_the_head_and_the_backbone_different_rates(modality, family, head_rate, image_data, text_data,
                                                               tiny_image_params, tiny_text_params):
     cls, params, data = ((PretrainedImageClassifier, tiny_image_params, image_data) if modality == "image"

@@ -1,4 +1,4 @@
-"""Targets: what makes an estimator a classifier or a regressor (loss, encoding, decoding)."""
+"""Classification targets: what makes an estimator a classifier (label encoding, loss, decoding, scores)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.base import ClassifierMixin
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted, column_or_1d
@@ -29,25 +29,9 @@ from ._multitask import (
     subset_accuracy,
     target_kind,
 )
-from ._net import TransferNet, TransferNetClassifier, TransferNetRegressor
+from ._net import TransferNet, TransferNetClassifier
 from ._training import TrainableEstimator
-from ._validation import Interval, StrOptions, fraction
-
-
-def _check_length(y, n: int) -> np.ndarray:
-    if y is None:
-        raise ValueError("y is None: fit needs targets, one per sample.")
-    raw = y.to_numpy() if hasattr(y, "to_numpy") else y
-    y = np.asarray(raw)
-    if y.ndim == 0:
-        raise ValueError(
-            f"y must be an array-like of {n} targets, one per sample; got a single {type(raw).__name__}."
-        )
-    if y.dtype.kind == "U" and y.ndim == 1 and any(isinstance(v, float) for v in raw):
-        y = np.asarray(raw, dtype=object)  # NaN among str labels: keep it visible, not the string "nan"
-    if len(y) != n:
-        raise ValueError(f"X and y have different lengths: {n} inputs but {len(y)} targets.")
-    return y
+from ._validation import Interval, StrOptions, check_target_length, fraction
 
 
 def _missing(y: np.ndarray) -> np.ndarray:
@@ -85,7 +69,7 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
 
     def _prepare_targets(self, y, n: int, classes=None) -> np.ndarray:
         raw = y
-        y = _check_length(y, n)
+        y = check_target_length(y, n)
         if y.ndim > 2:
             raise ValueError(f"y must be 1-D labels or a 2-D 0/1 indicator matrix, got shape {y.shape}.")
         if _missing(y).any():
@@ -339,72 +323,3 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
                     f"the classifier knows {self.classes_.tolist()}."
                 )
         return super().score(X, y, sample_weight=sample_weight)
-
-
-@dataclass(repr=False, eq=False, kw_only=True)
-class RegressorTask(RegressorMixin, TrainableEstimator):
-    """Regression on one or several continuous targets, standardised inside and restored on output."""
-
-    def _prepare_targets(self, y, n: int, classes=None) -> np.ndarray:
-        y = _check_length(y, n)
-        if y.ndim > 2:
-            raise ValueError(
-                f"y must be 1-D (one target) or 2-D (n_samples, n_targets), got shape {y.shape}; "
-                "reshape it, e.g. y.reshape(len(y), -1)."
-            )
-        if y.dtype.kind == "c":
-            raise ValueError("y has complex values; a regressor needs real numbers (e.g. y.real and y.imag as two "
-                             "targets).")
-        try:
-            y = y.astype(np.float32)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"A regressor needs numeric targets; y could not be read as numbers ({err}).") from err
-        if not np.isfinite(y).all():
-            raise ValueError("y has NaN or infinite values; drop or fill those rows.")
-        self.y_ndim_ = y.ndim
-        y2 = y.reshape(n, -1)
-        self.y_mean_ = y2.mean(axis=0)
-        self.y_scale_ = np.where(y2.std(axis=0) > 0, y2.std(axis=0), 1.0).astype(np.float32)
-        self.n_outputs_ = y2.shape[1]
-        return ((y2 - self.y_mean_) / self.y_scale_).astype(np.float32)
-
-    def _check_same_targets(self, before: dict) -> None:
-        """After ``_prepare_targets`` in a warm fit: as many targets as the fitted head predicts."""
-        if self.n_outputs_ != before["n_outputs_"]:
-            raise ValueError(
-                f"warm_start=True needs the same number of targets as the previous fit ({before['n_outputs_']}), "
-                f"got {self.n_outputs_}; set warm_start=False to start afresh."
-            )
-
-    def _stratify_targets(self, y_encoded):
-        return None
-
-    _net_class = TransferNetRegressor
-
-    def _criterion(self):
-        return nn.MSELoss(reduction="none")
-
-    def _net_kwargs(self) -> dict:
-        return {}
-
-    def _export_output(self) -> tuple[str, np.ndarray | None, np.ndarray | None]:
-        return "identity", self.y_mean_, self.y_scale_
-
-    def _solver_kind(self) -> str:
-        return "regression"
-
-    def predict(self, X) -> np.ndarray:
-        """Predicted targets, on the scale of the ``y`` given to fit.
-
-        Parameters
-        ----------
-        X : sequence of inputs
-            Images or texts, in any of the forms ``fit`` accepts.
-
-        Returns
-        -------
-        y_pred : ndarray of shape (n_samples,) or (n_samples, n_targets)
-            One value (or row of values, for a 2-D ``y`` in fit) per input.
-        """
-        out = self._outputs(X) * self.y_scale_ + self.y_mean_
-        return out[:, 0] if self.y_ndim_ == 1 else out
