@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ._freezing import module_blocks, timm_blocks, transformer_blocks
+from ._modes import evaluating
 from ._weights_cache import backbone_cache, directory_key
 
 IMAGENET_CONFIG = {
@@ -178,11 +179,8 @@ def _torchvision_model_without_head(model: nn.Module) -> nn.Module:
 
 
 def _infer_num_features(encoder: nn.Module, input_size: tuple[int, int, int]) -> int:
-    was_training = encoder.training
-    encoder.eval()
-    with torch.inference_mode():
+    with evaluating(encoder), torch.inference_mode():
         out = encoder(torch.zeros(2, *input_size))
-    encoder.train(was_training)
     return int(out.shape[1])
 
 

@@ -20,6 +20,7 @@ from ._backbones import Backbone
 from ._cache import feature_cache, feature_keys, fingerprint
 from ._device import resolve_device, resolve_num_workers, resolve_precision, to_device
 from ._fitted_backbone import backbone_from_model, resolve_base_model
+from ._modes import evaluating
 from ._net import _AMP_DTYPES
 from ._persistence import PersistenceMixin
 from ._truncate import keep_first_blocks
@@ -117,19 +118,11 @@ class BackboneEstimator(PersistenceMixin, TransformerMixin, BaseEstimator):
 
     @contextmanager
     def _inference(self, *modules: torch.nn.Module):
-        """Eval and inference mode under the precision's autocast; the modules' training modes restored after,
-        in the order given (a view sharing modules first, the module that owns them last)."""
+        """Eval and inference mode under the precision's autocast (see :func:`evaluating`)."""
         dtype = _AMP_DTYPES.get(self.precision_)
-        modes = [module.training for module in modules]
-        for module in modules:
-            module.eval()
-        try:
-            with torch.inference_mode(), torch.autocast(torch.device(self.device_).type, dtype=dtype,
-                                                        enabled=dtype is not None):
-                yield
-        finally:
-            for module, mode in zip(modules, modes):
-                module.train(mode)
+        with evaluating(*modules), torch.inference_mode(), torch.autocast(
+                torch.device(self.device_).type, dtype=dtype, enabled=dtype is not None):
+            yield
 
     def _encode(self, items: list, encoder: torch.nn.Module, forward) -> np.ndarray:
         order = self._inference_order(items)

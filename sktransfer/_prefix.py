@@ -17,6 +17,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from ._modes import evaluating
+
 
 class _Reached(Exception):
     def __init__(self, output: torch.Tensor):
@@ -101,11 +103,8 @@ def split_frozen_prefix(encoder: nn.Module, sample: dict[str, torch.Tensor]) -> 
         return None
     head = sequence[:first_trainable]
     split = PrefixSplit(encoder, head[-1][0], {name for name, _ in head})
-    was_training = encoder.training
-    encoder.eval()
-    split.suffix.eval()
     try:
-        with torch.no_grad():
+        with evaluating(split.suffix, encoder), torch.no_grad():
             expected = encoder(**sample)
             middle = split.prefix(**sample)
             got = split.suffix(middle)
@@ -113,6 +112,4 @@ def split_frozen_prefix(encoder: nn.Module, sample: dict[str, torch.Tensor]) -> 
         exact = got.shape == expected.shape and torch.allclose(got, expected, rtol=1e-4, atol=1e-4)
     except Exception:  # any backbone whose forward is not the plain sequence of its children
         exact = False
-    finally:
-        encoder.train(was_training)
     return split if exact else None

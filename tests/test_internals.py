@@ -119,3 +119,17 @@ def test_a_column_of_labels_is_ravelled_with_a_warning(image_data, tiny_image_pa
         warnings.simplefilter("error", DataConversionWarning)
         PretrainedImageClassifier(**tiny_image_params).fit(X, y)
     assert 0 <= clf.score(X, y.reshape(-1, 1)) <= 1
+
+
+def test_evaluating_restores_each_modules_training_mode_even_after_an_error():
+    from sktransfer._modes import evaluating
+
+    owner = torch.nn.Sequential(torch.nn.Dropout(), torch.nn.Dropout())
+    view = torch.nn.Sequential(owner[1])
+    owner.train()
+    view.eval()  # the view's own flag; its shared Dropout follows the owner
+    with pytest.raises(RuntimeError, match="inside"):
+        with evaluating(view, owner):
+            assert not any(m.training for m in (*owner.modules(), view))
+            raise RuntimeError("inside")
+    assert owner.training and owner[1].training and not view.training
