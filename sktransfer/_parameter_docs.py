@@ -53,9 +53,8 @@ freeze_layers : "all", "none", int or list of str, default="all"
     ``-k``: freeze all but the last ``k``; a list of glob patterns freezes matching parameter names.
 lr : float or "auto", default="auto"
     Learning rate of the backbone's last block and, unless ``head_lr``, of the head. "auto": the rate
-    published fine-tuning recipes use for each part: 1e-4 for a convolutional backbone, 3e-5 for a
-    transformer, 1e-3 for LoRA adapters; 1e-3 for the head, at most 10 times the backbone's rate
-    when backbone weights train (``lr_`` records the rates used).
+    published fine-tuning recipes use for each part: 1e-3 for the new head, 1e-4 for a convolutional
+    backbone, 3e-5 for a transformer, 1e-3 for LoRA adapters (``lr_`` records the rates used).
 max_epochs : int, default=10
     Passes over the training data.
 weight_decay : float, default=0.01
@@ -88,7 +87,7 @@ warmup : float or "auto", default="auto"
 layer_decay : float or None, default=None
     Layer-wise rate decay: each block further from the head gets the rate multiplied once more.
 head_lr : float or None, default=None
-    Learning rate of the head; None: ``lr`` (with ``lr="auto"``: 1e-3, 3e-4 above a training transformer).
+    Learning rate of the head; None: ``lr`` (1e-3 with ``lr="auto"``).
 unfreeze_every : int or None, default=None
     Gradual unfreezing: unfreeze one more block from the top every this many epochs.
 freeze_bn_stats : bool, default=True
