@@ -114,7 +114,8 @@ def run(quick: bool, out_dir: Path) -> Path:
     mode = "tiny" if tiny() else "quick" if quick else "full"
     top = headline("SST-2 backbone minus pretrained backbone, mean over domains: "
                    + ", ".join(f"{gain:+.1f} points at n={n}" for n, gain in gains.items()))
-    body = (f"{top}\n\nMode: {mode}. {__doc__.split(chr(10) * 2)[1]}\n\nStage 1: {stage1['n_train']:,} SST-2 "
+    notes = __doc__.split(chr(10) * 2)[1].replace("``", "`")
+    body = (f"{top}\n\nMode: {mode}. {notes}\n\nStage 1: {stage1['n_train']:,} SST-2 "
             f"phrases, SST-2 test accuracy {100 * stage1['sst2_accuracy']:.1f} %, fit {stage1['fit_s']:.0f} s "
             f"(fitted {stage1['fitted']}).\n\n"
             f"{markdown_table(rows)}\n\n![learning curves](sequential_transfer.png)\n")
