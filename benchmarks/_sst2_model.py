@@ -3,9 +3,10 @@
 The recipe is the accuracy benchmark's text fine-tuning (all 60,614 phrases, one epoch, full
 fine-tuning, ``random_state=0``), about 35 minutes on the 2-core CPU. A full run therefore keeps the
 fitted model in ``$SKTRANSFER_BENCH_CACHE`` (default ``~/.cache/sktransfer-benchmarks``), keyed on the
-recipe, the training file and the versions of the libraries that shape the fit; a later full run with
-the same key loads it, and its record says when and at which commit it was fitted. Delete the folder to
-refit. Quick and tiny modes fit afresh, in a temporary folder.
+recipe, the training file's contents (not its date: a fresh copy of the data keeps the key) and the
+versions of the libraries that shape the fit; a later full run with the same key loads it, and its
+record says when and at which commit it was fitted. Delete the folder to refit. Quick and tiny modes
+fit afresh, in a temporary folder.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ def fit(folder: str, quick: bool) -> dict:
 
 
 def _cache_folder() -> Path:
-    stat = (SHARED_DATA / "sst2" / "train.tsv").stat()
-    key = json.dumps({"recipe": RECIPE, "train": [stat.st_size, stat.st_mtime_ns],
+    train = hashlib.sha256((SHARED_DATA / "sst2" / "train.tsv").read_bytes()).hexdigest()
+    key = json.dumps({"recipe": RECIPE, "train": train,
                       "versions": [metadata.version(p) for p in _KEYED_PACKAGES]}, sort_keys=True)
     root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "sktransfer-benchmarks")
     return root / f"sst2-minilm-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
