@@ -86,10 +86,12 @@ def committed_run(name: str) -> tuple[str, str]:
     return text, re.search(r"^- date: (\S+)", text, re.M).group(1)
 
 
-def carried_row(text: str, label: str, date: str) -> str | None:
-    """The table row of ``text`` whose first cell is ``label``, marked as measured by the run of ``date``
-    (a row already carried keeps its own mark); None when there is none."""
-    match = re.search(rf"^\| {re.escape(label)}( \(from the run of \S+\))? \|.*$", text, re.M)
+def carried_text(text: str, label: str, date: str, template: str = r"^\| {} \|.*$") -> str | None:
+    """The part of ``text`` that ``template`` matches with ``label`` in place of ``{}`` (by default the table
+    row whose first cell is ``label``), marked as measured by the run of ``date`` (a part already carried
+    keeps its own mark); None when there is none."""
+    pattern = template.replace("{}", rf"{re.escape(label)}( \(from the run of \S+\))?")
+    match = re.search(pattern, text, re.M)
     if match is None:
         return None
     return match.group(0) if match.group(1) else match.group(0).replace(label, f"{label} (from the run of {date})", 1)

@@ -12,13 +12,12 @@ committed ``accuracy.md``, marked as such with its date: the fine-tuning recipes
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from ._harness import (
     RESULTS,
     SHARED_DATA,
-    carried_row,
+    carried_text,
     committed_run,
     headline,
     markdown_table,
@@ -319,13 +318,10 @@ def _carried(names: list[str]) -> dict[str, tuple[str, float, str]]:
     previous, date = committed_run("accuracy")
     carried = {}
     for name in (n for n in names if n in FINE_TUNING):
-        line = carried_row(previous, name, date)
-        report = re.search(rf"^\*\*{re.escape(name)}( \(from the run of \S+\))?\*\*\n\n```\n.*?```\n",
-                           previous, re.M | re.S)
-        if line is None or report is None:
+        line = carried_text(previous, name, date)
+        block = carried_text(previous, name, date, template=r"(?s)^\*\*{}\*\*\n\n```\n.*?```\n")
+        if line is None or block is None:
             raise ValueError(f"{RERUN_ENV}=frozen: {name!r} is not in {RESULTS / 'accuracy.md'}; run in full.")
-        block = report.group(0) if report.group(1) else report.group(0).replace(name, f"{name} (from the run of "
-                                                                                      f"{date})", 1)
         carried[name] = (line, float(line.split("|")[3]), block)
     return carried
 

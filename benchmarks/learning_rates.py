@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from ._harness import (
-    carried_row,
+    carried_text,
     committed_run,
     headline,
     markdown_table,
@@ -90,33 +90,35 @@ def _reruns() -> list[str] | None:
     return datasets
 
 
-def _committed_table(title: str) -> tuple[list[str], str, str]:
-    """The committed section ``title``'s table: its header lines, the whole section, and the run's date."""
-    text, date = committed_run("learning_rates")
-    section = text.split(f"## {title}\n", 1)[-1].split("\n## ", 1)[0]
-    lines = section.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| lr |"))
-    return lines[start: start + 2], section, date
+class _Committed:
+    """The section ``title`` of the committed ``learning_rates.md``: its table's header and its rows."""
 
+    def __init__(self, title: str):
+        self.title = title
+        text, self.date = committed_run("learning_rates")
+        self.section = text.split(f"## {title}\n", 1)[-1].split("\n## ", 1)[0]
+        lines = self.section.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith("| lr |"))
+        self.header = lines[start: start + 2]
 
-def _carried(title: str, lr) -> tuple[str, float]:
-    """The committed table row of ``lr`` in the section ``title``, marked with its run's date; its accuracy."""
-    header, section, date = _committed_table(title)
-    line = carried_row(section, markdown_table([{"lr": lr}]).splitlines()[-1][2:-2], date)
-    if line is None:
-        raise ValueError(f"{RERUN_ENV}: lr={lr} of {title!r} is not in the committed learning_rates.md; "
-                         "run in full.")
-    columns = [cell.strip() for cell in header[0].split("|")]
-    return line, float(line.split("|")[columns.index("accuracy %")].strip())
+    def row(self, lr) -> tuple[str, float]:
+        """The table row of ``lr``, marked with its run's date, and its accuracy."""
+        line = carried_text(self.section, markdown_table([{"lr": lr}]).splitlines()[-1][2:-2], self.date)
+        if line is None:
+            raise ValueError(f"{RERUN_ENV}: lr={lr} of {self.title!r} is not in the committed "
+                             "learning_rates.md; run in full.")
+        columns = [cell.strip() for cell in self.header[0].split("|")]
+        return line, float(line.split("|")[columns.index("accuracy %")].strip())
 
 
 def _section(dataset: str, title: str, quick: bool) -> tuple[str, dict]:
     *_, split = _data(dataset, quick)
     rows, carried = [], {}
     reruns = None if quick or tiny() else _reruns()
+    committed = _Committed(title) if reruns is not None else None
     for lr in RATES[dataset][: 2 if tiny() else None]:
         if reruns is not None and (lr != "auto" or dataset not in reruns):
-            carried[lr] = _carried(title, lr)
+            carried[lr] = committed.row(lr)
             continue
         r = run_isolated("benchmarks.learning_rates:fit_one", dataset=dataset, lr=lr, quick=quick)
         rates = r["lr_"]
@@ -128,7 +130,7 @@ def _section(dataset: str, title: str, quick: bool) -> tuple[str, dict]:
     hand_set = list(measured.items())
     best_lr, best_accuracy = max(hand_set, key=lambda pair: pair[1])
     gap = {"auto": auto, "best": best_accuracy, "best lr": best_lr}
-    table = "\n".join([markdown_table(rows) if rows else "\n".join(_committed_table(title)[0]),
+    table = "\n".join([markdown_table(rows) if rows else "\n".join(committed.header),
                        *(line for line, _ in carried.values())])
     body = (f"## {title}\n\nSplit: {split}.\n\n{table}\n\n"
             f"`lr=\"auto\"`: {auto:.2f} %; best hand-set rate {best_lr}: {best_accuracy:.2f} % "

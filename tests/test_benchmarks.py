@@ -107,12 +107,14 @@ def test_a_rerun_of_the_learning_rates_auto_rows_carries_every_other_row_per_sec
         f"# t\n\n- date: 2026-01-02T03:04\n\n## Images\n\n{table.format(90.0, 91.5)}\n"
         f"## Texts\n\n{table.format(80.0, 84.86)}\n")
     monkeypatch.setattr(_harness, "RESULTS", tmp_path)
-    line, accuracy = learning_rates._carried("Texts", 1e-4)
+    texts = learning_rates._Committed("Texts")
+    line, accuracy = texts.row(1e-4)
     assert line == "| 0.0001 (from the run of 2026-01-02T03:04) | 0.0001 | 84.86 |" and accuracy == 84.86
-    assert learning_rates._carried("Images", 1e-4)[1] == 91.5
-    assert learning_rates._carried("Texts", "auto")[1] == 80.0
+    assert texts.header == ["| lr | head rate | accuracy % |", "|---|---|---|"]
+    assert learning_rates._Committed("Images").row(1e-4)[1] == 91.5
+    assert texts.row("auto")[1] == 80.0
     with pytest.raises(ValueError, match="run in full"):
-        learning_rates._carried("Texts", 2e-5)
+        texts.row(2e-5)
     monkeypatch.setenv(learning_rates.RERUN_ENV, "sst2,imagenet")
     with pytest.raises(ValueError, match="name data sets among"):
         learning_rates._reruns()
