@@ -91,26 +91,31 @@ def plain_train(modality: str, X, y, backbone, freeze_layers) -> None:
 
 
 def bare_forward(modality: str, X, backbone) -> dict[str, float]:
-    """Seconds of the backbone's forward alone, per memory format (preprocessing done beforehand)."""
+    """Seconds of the backbone's forward alone, per memory format (preprocessing done beforehand); images
+    also with BatchNorm folded into the convolutions (as sktransfer runs them)."""
+    from sktransfer._bn_folding import folded_for_inference
+
     encoder = copy.deepcopy(backbone.encoder).eval()
     if modality == "texts":
         order = np.argsort([len(t) for t in X], kind="stable")
         collate = _text_collate(backbone.tokenizer)
         batches = [collate([(X[i], 0) for i in order[s:s + BATCH]])[0] for s in range(0, len(X), BATCH)]
-        formats = {"default": torch.contiguous_format}
+        variants = {"default": (encoder, torch.contiguous_format)}
     else:
         transform = _pil_transform(backbone.data_config)
         tensors = torch.stack([transform(path) for path in X])
         batches = list(tensors.split(BATCH))
-        formats = {"NCHW": torch.contiguous_format, "channels_last": torch.channels_last}
+        last = copy.deepcopy(encoder).to(memory_format=torch.channels_last)
+        variants = {"NCHW": (encoder, torch.contiguous_format), "channels_last": (last, torch.channels_last),
+                    "channels_last, BatchNorm folded": (folded_for_inference(last, {"pixel_values": tensors[:1]}),
+                                                        torch.channels_last)}
     seconds = {}
-    for name, memory_format in formats.items():
-        encoder = encoder.to(memory_format=memory_format)
+    for name, (module, memory_format) in variants.items():
         inputs = [b if isinstance(b, dict) else b.contiguous(memory_format=memory_format) for b in batches]
         with torch.inference_mode():
-            encoder(**inputs[0]) if isinstance(inputs[0], dict) else encoder(inputs[0])
+            module(**inputs[0]) if isinstance(inputs[0], dict) else module(inputs[0])
             start = time.perf_counter()
             for b in inputs:
-                encoder(**b) if isinstance(b, dict) else encoder(b)
+                module(**b) if isinstance(b, dict) else module(b)
         seconds[name] = time.perf_counter() - start
     return seconds

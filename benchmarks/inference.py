@@ -7,7 +7,8 @@ to predict, ``train.tsv`` phrases to train on), all-MiniLM-L6-v2, max_length 128
   batch of texts, padded to the longest, in the given order), a DataLoader, the model in its default
   (NCHW) memory format; training: AdamW, cross-entropy, the same trainable blocks as sktransfer;
 - bare forward: the backbone alone on tensors preprocessed beforehand (texts: tokenised and length
-  sorted as sktransfer does), in its fastest memory format (both formats are timed; images only);
+  sorted as sktransfer does), in its fastest form: images are timed in both memory formats and with
+  BatchNorm folded into the convolutions, as sktransfer runs them, and the fastest is the limit;
 - sktransfer: ``transform`` of an embedder and ``predict_proba`` of a frozen-backbone classifier
   (``cache=False``), one-epoch ``fit`` (``max_epochs=1``; it includes the embedding pass that fits the
   head's standardisation and, with ``cache=True``, the frozen prefix's pass);

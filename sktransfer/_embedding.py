@@ -17,6 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ._backbones import Backbone
+from ._bn_folding import folded_for_inference
 from ._cache import feature_cache, feature_keys, fingerprint
 from ._device import resolve_device, resolve_num_workers, resolve_precision, to_device
 from ._fitted_backbone import backbone_from_model, resolve_base_model
@@ -132,6 +133,8 @@ class BackboneEstimator(PersistenceMixin, TransformerMixin, BaseEstimator):
         with self._inference(encoder):
             for x, _ in tqdm(loader, desc="embedding", disable=not self.verbose, leave=False):
                 x = {k: v.to(self.device_, non_blocking=True) for k, v in x.items()}
+                if not chunks and isinstance(forward, torch.nn.Module):  # not a frozen prefix's partial pass
+                    forward = folded_for_inference(forward, {k: v[:1] for k, v in x.items()})
                 chunks.append(forward(**x).float().cpu().numpy())
         features = np.concatenate(chunks)
         out = np.empty_like(features)

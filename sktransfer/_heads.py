@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._bn_folding import folded_for_inference
 from ._freezing import set_norms_eval
 from ._plan import SAMPLE_WEIGHT, Stage
 
@@ -69,7 +70,9 @@ class TransferModule(nn.Module):
             return inputs[Stage.EMBEDDINGS.value]
         if Stage.FROZEN_PREFIX.value in inputs:
             return self.suffix(inputs[Stage.FROZEN_PREFIX.value])
-        return self.encoder(**inputs)
+        if self.training:
+            return self.encoder(**inputs)
+        return folded_for_inference(self.encoder, {k: v[:1] for k, v in inputs.items()})(**inputs)
 
     def forward(self, **inputs) -> torch.Tensor:
         return self.head(self.embed(**inputs))

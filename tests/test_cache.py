@@ -28,6 +28,7 @@ def forward_items(monkeypatch) -> list[int]:
 
     monkeypatch.setattr(ImageEncoder, "forward", counting(ImageEncoder.forward))
     monkeypatch.setattr(TextEncoder, "forward", counting(TextEncoder.forward))
+    _counting.uncount_fold_checks(monkeypatch, items)
     return items
 
 

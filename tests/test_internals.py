@@ -91,7 +91,7 @@ def test_transform_gives_the_fitted_backbones_embeddings(image_data, tiny_image_
     with torch.inference_mode():
         batch = torch.stack([clf._make_dataset(list(X))[i][0]["pixel_values"] for i in range(len(X))])
         expected = clf.net_.module_.encoder(pixel_values=batch).numpy()
-    np.testing.assert_allclose(embedded, expected, atol=1e-5)
+    np.testing.assert_allclose(embedded, expected, rtol=1e-4, atol=1e-5)  # BatchNorm folded: float32 rounding
     frozen = PretrainedImageClassifier(**tiny_image_params).fit(X, y)  # same seed: same initial backbone
     assert np.allclose(embedded, frozen.transform(X), atol=1e-5) == (freeze_layers == "all")
 

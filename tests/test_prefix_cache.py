@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+import _counting
 from sktransfer import PretrainedImageClassifier, PretrainedTextClassifier, feature_cache
 from sktransfer._backbones import ImageEncoder
 from sktransfer._prefix import split_frozen_prefix
@@ -24,6 +25,7 @@ def raw_image_items(monkeypatch) -> list[int]:
         return original(self, pixel_values)
 
     monkeypatch.setattr(ImageEncoder, "forward", forward)
+    _counting.uncount_fold_checks(monkeypatch, items)
     return items
 
 
