@@ -31,7 +31,8 @@ def _foldable(module: nn.Module) -> bool:
 
 def _state_signature(module: nn.Module) -> tuple:
     """Changes whenever a parameter or buffer is replaced or modified in place (an optimiser step, a load)."""
-    return tuple((t.data_ptr(), t._version) for t in [*module.parameters(), *module.buffers()])
+    return tuple((t.data_ptr(), 0 if t.is_inference() else t._version)  # inference tensors keep no version
+                 for t in [*module.parameters(), *module.buffers()])
 
 
 def _forward(module: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
