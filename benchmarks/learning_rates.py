@@ -1,10 +1,11 @@
 """Full fine-tuning at ``lr="auto"`` against hand-set learning rates, on hymenoptera and SST-2.
 
 Every recipe is ``freeze_layers="none"`` with every other parameter at its default (10 epochs, batch 32,
-constant schedule, ``warmup="auto"``); only the learning rate changes. ``lr="auto"`` gives the head 1e-3
-and the backbone its family's fine-tuning rate (1e-4 for convolutional networks, 3e-5 for transformers)
-with a 10 % warm-up; a float gives that one rate to head and backbone alike, without warm-up. The hand-set
-rates bracket the published recipes: 2e-5 to 1e-4 for BERT-style models, 1e-4 to 1e-3 for CNNs.
+``lr_schedule="auto"``, ``warmup="auto"``); only the learning rate changes. ``lr="auto"`` gives the head 1e-3
+and the backbone its family's fine-tuning rate (1e-4 for convolutional networks, 3e-5 for transformers),
+warmed up over 10 % of the steps and then decayed linearly to zero; a float gives that one rate to head and
+backbone alike, constant, without warm-up. The hand-set rates bracket the published recipes: 2e-5 to 1e-4
+for BERT-style models, 1e-4 to 1e-3 for CNNs.
 
 Each fit runs in a fresh process. Quick mode: subsamples and 2 epochs (a smoke test of the machinery).
 ``SKTRANSFER_LR_RERUN=sst2`` (full mode; data sets, comma-separated) refits only those data sets'
