@@ -118,3 +118,31 @@ def test_a_rerun_of_the_learning_rates_auto_rows_carries_every_other_row_per_sec
     monkeypatch.setenv(learning_rates.RERUN_ENV, "sst2,imagenet")
     with pytest.raises(ValueError, match="name data sets among"):
         learning_rates._reruns()
+
+
+def test_a_learning_rates_rerun_fits_a_missing_seed_whole_and_judges_the_mean(tmp_path, monkeypatch):
+    from benchmarks import _harness, learning_rates
+
+    table = ("| lr | head rate | backbone rate | warm-up | epochs | accuracy % | fit s |\n"
+             "|---|---|---|---|---|---|---|\n"
+             "| auto | 0.001 | 3e-05 | 0.1 | 10 | 80.0 | 1 |\n| 2e-05 | 2e-05 | 2e-05 | 0 | 10 | 84.0 | 1 |\n")
+    (tmp_path / "learning_rates.md").write_text(
+        f"# t\n\n- date: 2026-01-02T03:04\n\n## SST-2 (all-MiniLM-L6-v2)\n\n{table}")
+    monkeypatch.setattr(_harness, "RESULTS", tmp_path)
+    monkeypatch.setattr(learning_rates, "RATES", {"sst2": ("auto", 2e-5)})
+    monkeypatch.setattr(learning_rates, "_data", lambda dataset, quick: (None,) * 4 + ("a split",))
+    monkeypatch.setenv(learning_rates.RERUN_ENV, "sst2")
+    fitted = []
+
+    def fit(target, *, dataset, lr, quick, seed):
+        fitted.append((lr, seed))
+        return {"lr_": {"head": 1e-3, "backbone": 3e-5, "warmup": 0.1}, "epochs": 10, "fit_s": 1.0,
+                "accuracy": 0.83 if lr == "auto" else 0.82 + seed / 100}
+
+    monkeypatch.setattr(learning_rates, "run_isolated", fit)
+    text, gap = learning_rates._dataset("sst2", quick=False)
+    assert fitted == [("auto", 0), ("auto", 1), (2e-5, 1)]  # seed 0's 2e-5 row is carried
+    assert "| 2e-05 (from the run of 2026-01-02T03:04) |" in text
+    assert "## SST-2 (all-MiniLM-L6-v2), random_state=1" in text
+    assert gap == pytest.approx(83.0 - (84.0 + 83.0) / 2)
+    assert "Mean over random_state 0, 1: `lr=\"auto\"`: 83.00 %; best hand-set rate 2e-05: 83.50 %" in text
