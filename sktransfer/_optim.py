@@ -44,12 +44,14 @@ def architecture(encoder: nn.Module) -> str:
 
 
 def resolve_rates(lr: float | str, head_lr: float | None, warmup: float | str, schedule: str, encoder: nn.Module,
-                  *, backbone_trains: bool, adapter: bool) -> Rates:
+                  *, backbone_trains: bool, adapter: bool, incremental: bool = False) -> Rates:
     """The rates for ``lr``/``head_lr``/``warmup``/``lr_schedule``; an explicit float ``lr`` keeps its plain
-    meaning (no warm-up, constant rate, unless set)."""
+    meaning (no warm-up, constant rate, unless set). An ``incremental`` fit (``partial_fit``: one epoch of
+    a longer stream) is not decayed to zero."""
     fine_tuning = lr == "auto" and backbone_trains
     warmup = (AUTO_WARMUP if fine_tuning else 0.0) if warmup == "auto" else warmup
-    schedule = (AUTO_SCHEDULE if fine_tuning else "constant") if schedule == "auto" else schedule
+    decays = fine_tuning and not incremental
+    schedule = (AUTO_SCHEDULE if decays else "constant") if schedule == "auto" else schedule
     if lr != "auto":
         return Rates(head=head_lr or lr, backbone=lr, warmup=warmup, schedule=schedule)
     family = "adapter" if adapter else architecture(encoder)

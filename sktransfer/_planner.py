@@ -48,7 +48,7 @@ class FitPlanner:
         if trainable.lora_targets is not None:
             self.lora_target_modules_ = trainable.lora_targets
         rates = resolve_rates(self.lr, self.head_lr, self.warmup, self.lr_schedule, module.encoder,
-                              adapter=self.adapter is not None,
+                              adapter=self.adapter is not None, incremental=incremental,
                               backbone_trains=not trainable.backbone_frozen or self.unfreeze_every is not None)
         self.lr_ = {"head": rates.head, "backbone": rates.backbone if rates.family or self.lr != "auto" else None,
                     "warmup": rates.warmup, "schedule": rates.schedule}

@@ -43,6 +43,13 @@ def test_auto_warms_up_then_decays_linearly_when_the_backbone_trains(image_data,
     assert constant.lr_["schedule"] == "constant" and constant.history_[-1, "lr"] == HEAD_LR
 
 
+def test_partial_fit_keeps_the_auto_rate_undecayed(image_data, tiny_image_params):
+    X, y = image_data  # one epoch of a longer stream: decaying it to zero would stop the last batches learning
+    clf = PretrainedImageClassifier(**tiny_image_params, freeze_layers="none", batch_size=8, warmup=0.0)
+    clf.partial_fit(X, y).partial_fit(X, y)
+    assert clf.lr_["schedule"] == "constant" and "lr_schedule" not in dict(clf.net_.callbacks_)
+
+
 def test_auto_with_a_frozen_backbone_trains_only_the_head_without_warm_up(image_data, tiny_image_params):
     clf = PretrainedImageClassifier(**tiny_image_params, head_hidden=(8,)).fit(*image_data)
     assert clf.lr_ == {"head": HEAD_LR, "backbone": None, "warmup": 0.0, "schedule": "constant"}
