@@ -186,7 +186,7 @@ class DistillationMixin:
             plan.sampler = self._train_sampler(rows)
         # An epoch is one pass over the labelled and the unlabelled training rows.
         plan.n_train = len(rows)
-        plan.callbacks = self._callbacks(plan.blocks, plan.n_train, plan.epochs, plan.rates,
+        plan.callbacks = self._callbacks(plan.blocks, plan.n_train, plan.epochs, plan.rates.warmup,
                                          plan.valid_data is not None)
         return plan
 

@@ -112,7 +112,7 @@ lora_target_modules_ : list of str
     With ``adapter="lora"``: the full names of the modules that got adapters.
 lr_ : dict
     The rates the fit used: ``"head"`` and ``"backbone"`` learning rates (``"backbone"`` None when
-    ``lr="auto"`` and no backbone weight trained), the ``"warmup"`` fraction and the ``"schedule"``.
+    ``lr="auto"`` and no backbone weight trained) and the ``"warmup"`` fraction.
 net_ : skorch.NeuralNet
     The fitted skorch net (module, optimizer, history).
 history_ : skorch.History

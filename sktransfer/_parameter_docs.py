@@ -79,9 +79,8 @@ C : float, "auto", "cv" or None, default="auto"
     stopping and the schedules then apply. ``C_`` records the C used (None after mini-batch training).
 optimizer : {"adamw", "adam", "sgd"}, default="adamw"
     SGD uses momentum 0.9.
-lr_schedule : {"auto", "constant", "cosine", "linear", "onecycle"}, default="auto"
-    Per-step schedule; cosine and linear decay to zero. "auto": "linear" when ``lr="auto"`` and
-    backbone weights (or adapters) train (BERT's recipe), else (and in ``partial_fit``) "constant".
+lr_schedule : {"constant", "cosine", "linear", "onecycle"}, default="constant"
+    Per-step schedule; cosine and linear decay to zero.
 warmup : float or "auto", default="auto"
     Fraction of the steps spent warming the rate up linearly. "auto": 0.1 when ``lr="auto"`` and
     backbone weights (or adapters) train, else 0.

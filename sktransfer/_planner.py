@@ -23,7 +23,7 @@ from ._callbacks import GradualUnfreezing, LRLogger
 from ._domain import split_domains
 from ._freezing import apply_freeze, frozen_names, n_frozen_blocks, validate_freeze_layers
 from ._heads import Head, TransferModule
-from ._optim import Rates, ScheduleFactor, resolve_rates
+from ._optim import ScheduleFactor, resolve_rates
 from ._plan import FitPlan, Stage, Trainable, precomputed_dataset
 from ._prefix import PrefixSplit, split_frozen_prefix
 
@@ -47,11 +47,10 @@ class FitPlanner:
         self.n_trainable_backbone_params_ = trainable.n_params
         if trainable.lora_targets is not None:
             self.lora_target_modules_ = trainable.lora_targets
-        rates = resolve_rates(self.lr, self.head_lr, self.warmup, self.lr_schedule, module.encoder,
-                              adapter=self.adapter is not None, incremental=incremental,
+        rates = resolve_rates(self.lr, self.head_lr, self.warmup, module.encoder, adapter=self.adapter is not None,
                               backbone_trains=not trainable.backbone_frozen or self.unfreeze_every is not None)
         self.lr_ = {"head": rates.head, "backbone": rates.backbone if rates.family or self.lr != "auto" else None,
-                    "warmup": rates.warmup, "schedule": rates.schedule}
+                    "warmup": rates.warmup}
         stage, prefix = self._stage(module.encoder, trainable, items)
         self.features_cached_ = stage is Stage.EMBEDDINGS
         self.prefix_cached_ = stage is Stage.FROZEN_PREFIX
@@ -77,7 +76,7 @@ class FitPlanner:
             sampler=self._train_sampler([items[i] for i in train_idx]) if raw else None,
             collate=self._collate_fn() if raw else None,
             num_workers=self.num_workers_ if raw else 0,
-            callbacks=self._callbacks(trainable.blocks, len(train_idx), epochs, rates, valid_data is not None),
+            callbacks=self._callbacks(trainable.blocks, len(train_idx), epochs, rates.warmup, valid_data is not None),
             head_solver=self._head_solver(stage, incremental, target is None),
         )
         if self._distilling():
@@ -210,11 +209,11 @@ class FitPlanner:
             return precomputed_dataset(stage, values[idx], y[idx], w)
         return self._make_dataset([items[i] for i in idx], y[idx], w, augment=self._augment() if train else None)
 
-    def _callbacks(self, blocks: list[list[str]], n_train: int, epochs: int, rates: Rates, validate: bool) -> list:
+    def _callbacks(self, blocks: list[list[str]], n_train: int, epochs: int, warmup: float, validate: bool) -> list:
         callbacks = [("lr_log", LRLogger())]
-        if rates.schedule != "constant" or rates.warmup:
+        if self.lr_schedule != "constant" or warmup:
             steps = epochs * math.ceil(n_train / self.batch_size)
-            schedule = ScheduleFactor(rates.schedule, steps, rates.warmup)
+            schedule = ScheduleFactor(self.lr_schedule, steps, warmup)
             callbacks.append(("lr_schedule", LRScheduler(torch.optim.lr_scheduler.LambdaLR, lr_lambda=schedule,
                                                          step_every="batch")))
         if validate:

@@ -55,7 +55,7 @@ class TrainableEstimator(FitPlanner, ExportMixin, BackboneEstimator):
     head_hidden: tuple = ()
     C: float | str | None = "auto"
     optimizer: str = "adamw"
-    lr_schedule: str = "auto"
+    lr_schedule: str = "constant"
     warmup: float | str = "auto"
     layer_decay: float | None = None
     head_lr: float | None = None
@@ -85,7 +85,7 @@ class TrainableEstimator(FitPlanner, ExportMixin, BackboneEstimator):
         "head_hidden": [tuple, list],
         "C": [positive_real, StrOptions({"auto", "cv"}), None],
         "optimizer": [StrOptions({"adamw", "adam", "sgd"})],
-        "lr_schedule": [StrOptions({"auto", "constant", "cosine", "linear", "onecycle"})],
+        "lr_schedule": [StrOptions({"constant", "cosine", "linear", "onecycle"})],
         "warmup": [fraction, StrOptions({"auto"})],
         "layer_decay": [Interval(Real, 0, 1, closed="right"), None],
         "head_lr": [positive_real, None],
