@@ -27,8 +27,7 @@ from ._solver import LinearSolution, fit_linear_head
 def target_kind(y: np.ndarray) -> str:
     """``type_of_target``; a 2-D object ``y`` whose columns each hold one label type is "multiclass-multioutput"."""
     if y.dtype.kind == "f" and not np.isfinite(y).all():  # before type_of_target, whose cast would warn
-        raise ValueError("Input y contains infinity or NaN: every label must be a finite value; drop or fill "
-                         "those rows.")
+        raise ValueError("y has NaN or infinite values; drop or fill those rows.")
     try:
         kind = type_of_target(y, input_name="y")
     except TypeError:

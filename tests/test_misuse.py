@@ -120,7 +120,7 @@ def test_regressor_keeps_a_column_vector_y_two_dimensional(make, cls):
         # Several label columns are multi-task outputs (see test_multitask.py); each needs two classes.
         (lambda n: np.column_stack([np.arange(n) % 3, np.zeros(n, dtype=int)]), ValueError, "has a single class"),
         (lambda n: np.zeros((n, 2, 2)), ValueError, r"1-D labels or a 2-D 0/1 indicator"),
-        (lambda n: np.r_[np.zeros(n // 2), np.ones(n - n // 2 - 1), np.inf], ValueError, "infinity"),
+        (lambda n: np.r_[np.zeros(n // 2), np.ones(n - n // 2 - 1), np.inf], ValueError, "NaN or infinite"),
         (lambda n: np.array(["a", 1] * (n // 2), dtype=object), TypeError, "mixes label types"),
         (lambda n: 3, ValueError, "y must be an array-like"),
         (lambda n: {"pos": 0, "neg": 1}, ValueError, "y must be an array-like"),
