@@ -130,6 +130,7 @@ def test_a_learning_rates_rerun_fits_a_missing_seed_whole_and_judges_the_mean(tm
         f"# t\n\n- date: 2026-01-02T03:04\n\n## SST-2 (all-MiniLM-L6-v2)\n\n{table}")
     monkeypatch.setattr(_harness, "RESULTS", tmp_path)
     monkeypatch.setattr(learning_rates, "RATES", {"sst2": ("auto", 2e-5)})
+    monkeypatch.setattr(learning_rates, "SEEDS", {"sst2": (0, 1)})
     monkeypatch.setattr(learning_rates, "_data", lambda dataset, quick: (None,) * 4 + ("a split",))
     monkeypatch.setenv(learning_rates.RERUN_ENV, "sst2")
     fitted = []
