@@ -22,12 +22,12 @@ from sklearn.utils.multiclass import type_of_target
 from torch import nn
 
 from ._solver import LinearSolution, fit_linear_head
+from ._validation import check_finite_targets
 
 
 def target_kind(y: np.ndarray) -> str:
     """``type_of_target``; a 2-D object ``y`` whose columns each hold one label type is "multiclass-multioutput"."""
-    if y.dtype.kind == "f" and not np.isfinite(y).all():  # before type_of_target, whose cast would warn
-        raise ValueError("y has NaN or infinite values; drop or fill those rows.")
+    check_finite_targets(y)  # before type_of_target, whose cast would warn
     try:
         kind = type_of_target(y, input_name="y")
     except TypeError:

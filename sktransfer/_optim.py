@@ -8,7 +8,7 @@ blocks, the lower end when all blocks train); of a transformer ``BACKBONE_LR["tr
 2e-5 to 5e-5); LoRA adapters ``BACKBONE_LR["adapter"]`` (LoRA and peft examples: 1e-4 to 1e-3). Where
 backbone weights train, ``warmup="auto"`` warms the rates up over :data:`AUTO_WARMUP` of the steps,
 as BERT's recipe does; a head alone needs none. The rates then stay constant (``lr_schedule``). Two
-variants measured worse in the learning-rate benchmark (SST-2, 5,000 phrases): a head held to 10x a
+variants did not help in the learning-rate benchmark (SST-2, 5,000 phrases): a head held to 10x a
 transformer's rate, 3e-4 (82.1 % against 84.5 % at 1e-3), and a linear decay to zero after the warm-up,
 BERT's schedule (84.98 / 84.40 % at ``random_state`` 0 / 1 against 84.52 / 86.12 % constant; on
 hymenoptera 94.77 against 94.12 %): no gain beyond the spread between seeds.

@@ -10,7 +10,7 @@ from torch import nn
 
 from ._net import TransferNetRegressor
 from ._training import TrainableEstimator
-from ._validation import check_target_length
+from ._validation import check_finite_targets, check_target_length
 
 
 @dataclass(repr=False, eq=False, kw_only=True)
@@ -31,8 +31,7 @@ class RegressorTask(RegressorMixin, TrainableEstimator):
             y = y.astype(np.float32)
         except (TypeError, ValueError) as err:
             raise ValueError(f"A regressor needs numeric targets; y could not be read as numbers ({err}).") from err
-        if not np.isfinite(y).all():
-            raise ValueError("y has NaN or infinite values; drop or fill those rows.")
+        check_finite_targets(y)
         self.y_ndim_ = y.ndim
         y2 = y.reshape(n, -1)
         self.y_mean_ = y2.mean(axis=0)

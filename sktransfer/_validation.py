@@ -69,3 +69,9 @@ def check_target_length(y, n: int) -> np.ndarray:
     if len(y) != n:
         raise ValueError(f"X and y have different lengths: {n} inputs but {len(y)} targets.")
     return y
+
+
+def check_finite_targets(y: np.ndarray) -> None:
+    """Refuse numeric targets with NaN or infinite values, naming the fix."""
+    if y.dtype.kind in "fc" and not np.isfinite(y).all():
+        raise ValueError("y has NaN or infinite values; drop or fill those rows.")
