@@ -2,7 +2,7 @@
 
 Every recipe is ``freeze_layers="none"`` with every other parameter at its default (10 epochs, batch 32,
 constant schedule, ``warmup="auto"``); only the learning rate changes. ``lr="auto"`` gives the head 1e-3
-and the backbone its family's fine-tuning rate (1e-4 for convolutional networks, 2e-5 for transformers)
+and the backbone its family's fine-tuning rate (1e-4 for convolutional networks, 3e-5 for transformers)
 with a 10 % warm-up; a float gives that one rate to head and backbone alike, without warm-up. The hand-set
 rates bracket the published recipes: 2e-5 to 1e-4 for BERT-style models, 1e-4 to 1e-3 for CNNs.
 

@@ -54,7 +54,7 @@ freeze_layers : "all", "none", int or list of str, default="all"
 lr : float or "auto", default="auto"
     Learning rate of the backbone's last block and, unless ``head_lr``, of the head. "auto": the rate
     published fine-tuning recipes use for each part: 1e-3 for the new head, 1e-4 for a convolutional
-    backbone, 2e-5 for a transformer, 1e-3 for LoRA adapters (``lr_`` records the rates used).
+    backbone, 3e-5 for a transformer, 1e-3 for LoRA adapters (``lr_`` records the rates used).
 max_epochs : int, default=10
     Passes over the training data.
 weight_decay : float, default=0.01
