@@ -72,6 +72,22 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def paired_comparison(data: str, y_true, pred_a, pred_b) -> dict:
+    """Where two classifiers' predictions of the same items differ: counts and McNemar's exact p-value.
+
+    The p-value is the two-sided binomial test of the items only one of them gets right: a small one
+    says the two accuracies differ by more than chance on these items.
+    """
+    import numpy as np
+    from scipy.stats import binomtest
+
+    right_a, right_b = (np.asarray(pred) == np.asarray(y_true) for pred in (pred_a, pred_b))
+    a_only, b_only = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
+    return {"data": data, "n": len(right_a), "default %": 100 * right_a.mean(), "LR %": 100 * right_b.mean(),
+            "default right, LR wrong": a_only, "LR right, default wrong": b_only,
+            "exact McNemar p": binomtest(a_only, a_only + b_only).pvalue if a_only + b_only else 1.0}
+
+
 def write_result(name: str, title: str, body: str, out_dir: Path = RESULTS) -> Path:
     """Write ``out_dir/<name>.md`` with a title, the environment block and ``body``."""
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from ._harness import (
     committed_run,
     headline,
     markdown_table,
+    paired_comparison,
     read_hymenoptera,
     read_sst2,
     run_isolated,
@@ -68,6 +69,11 @@ TEXT_RECIPES = {
 RERUN_ENV = "SKTRANSFER_ACCURACY_RERUN"
 FINE_TUNING = {name for name, spec in {**IMAGE_RECIPES, **TEXT_RECIPES}.items()
                if spec == "torch" or isinstance(spec, dict) and "freeze_layers" in spec}
+# (data, default recipe, its LogisticRegression baseline on the same frozen embeddings and training set)
+PAIRS = [("hymenoptera", DEFAULT, "frozen embeddings + LogisticRegression"),
+         ("SST-2, 5,000 phrases", DEFAULT, "frozen MiniLM embeddings + LogisticRegression"),
+         ("SST-2, all phrases", f"{DEFAULT}, all 60,614 phrases",
+          "frozen MiniLM embeddings + LogisticRegression, all 60,614 phrases")]
 QUICK_RECIPES = {"frozen embeddings + LogisticRegression", DEFAULT, PREVIOUS,
                  "TF-IDF(1-2 gram) + LogisticRegression", "frozen MiniLM embeddings + LogisticRegression"}
 
@@ -227,7 +233,7 @@ def cross_validate(dataset: str, quick: bool) -> dict:
 
     import numpy as np
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
 
     from sktransfer import (
@@ -247,21 +253,25 @@ def cross_validate(dataset: str, quick: bool) -> dict:
     result: dict = {"n": len(X), "embed_s": time.perf_counter() - start}
     recipes = {"frozen embeddings + LogisticRegression": make_pipeline(embedder(**params), LogisticRegression()),
                DEFAULT: classifier(**params, random_state=0), PREVIOUS: classifier(**params, C=None, random_state=0)}
-    folds = StratifiedKFold(CV_FOLDS, shuffle=True, random_state=0)
+    folds = list(StratifiedKFold(CV_FOLDS, shuffle=True, random_state=0).split(X, y))
+    y = np.asarray(y)
+    result["y_true"] = [str(v) for v in y]
     for name, estimator in recipes.items():
         start = time.perf_counter()
-        scores = cross_val_score(estimator, X, y, cv=folds)
-        result[name] = {"scores": scores.tolist(), "seconds": time.perf_counter() - start}
+        y_pred = cross_val_predict(estimator, X, y, cv=folds)
+        result[name] = {"scores": [float(np.mean(y_pred[valid] == y[valid])) for _, valid in folds],
+                        "seconds": time.perf_counter() - start, "y_pred": [str(v) for v in y_pred]}
     result["mean"] = {name: float(np.mean(result[name]["scores"])) for name in recipes}
     return result
 
 
-def _cv_section(quick: bool) -> tuple[str, list[tuple[str, float, float]]]:
-    """Amazon review domains and Office-31 amazon, 5-fold CV within each: accuracy and the CV's fit time."""
+def _cv_section(quick: bool) -> tuple[str, list[tuple[str, float, float]], list[dict]]:
+    """Amazon review domains and Office-31 amazon, 5-fold CV within each: accuracy and the CV's fit time;
+    the default's and the baseline's gaps, and their paired comparisons."""
     import numpy as np
 
     sets = REVIEW_DOMAINS[:1] + ("office31-amazon",) if quick or tiny() else REVIEW_DOMAINS + ("office31-amazon",)
-    rows, gaps = [], []
+    rows, gaps, pairs = [], [], []
     for dataset in sets:
         r = run_isolated("benchmarks.accuracy:cross_validate", dataset=dataset, quick=quick)
         for name in ("frozen embeddings + LogisticRegression", DEFAULT, PREVIOUS):
@@ -270,16 +280,18 @@ def _cv_section(quick: bool) -> tuple[str, list[tuple[str, float, float]]]:
                          "std": scores.std(), f"{CV_FOLDS} fits s (cached embeddings)": r[name]["seconds"],
                          "embedding pass s (once)": r["embed_s"]})
         gaps.append((dataset, 100 * r["mean"][DEFAULT], 100 * r["mean"]["frozen embeddings + LogisticRegression"]))
+        pairs.append(paired_comparison(f"{dataset} ({CV_FOLDS}-fold CV)", r["y_true"], r[DEFAULT]["y_pred"],
+                                       r["frozen embeddings + LogisticRegression"]["y_pred"]))
     body = (f"## Cross-validated: Amazon review domains and Office-31 amazon\n\n{CV_FOLDS}-fold stratified CV "
             "(shuffled, seed 0) within each set; one process per set computes the embeddings once (the feature "
             "cache), then every recipe's CV reads them, so the fit times compare the heads alone. Texts: "
             "all-MiniLM-L6-v2, max_length 128 (the default); images: EfficientNet-Lite0. "
             "LogisticRegression() at scikit-learn's defaults (C=1).\n\n"
             f"{markdown_table(rows)}\n")
-    return body, gaps
+    return body, gaps, pairs
 
 
-def _section(dataset: str, title: str, recipes: dict, quick: bool) -> tuple[str, tuple[str, float]]:
+def _section(dataset: str, title: str, recipes: dict, quick: bool) -> tuple[str, tuple[str, float], list[dict]]:
     from sklearn.metrics import accuracy_score, classification_report
 
     *_, split = load(dataset, quick)
@@ -309,7 +321,9 @@ def _section(dataset: str, title: str, recipes: dict, quick: bool) -> tuple[str,
     body = (f"## {title}\n\nSplit: {split}. Baseline for the ratios: {base_name}"
             " (fit + predict time, peak RSS of its process). fit samples/s is train n / fit s, all epochs included."
             f"{note}\n\n{table}\n\n" + "\n".join(reports))
-    return body, best
+    pairs = [paired_comparison(data, results[a]["y_true"], results[a]["y_pred"], results[b]["y_pred"])
+             for data, a, b in PAIRS if a in results and b in results]
+    return body, best, pairs
 
 
 def _carried(names: list[str]) -> dict[str, tuple[str, float, str]]:
@@ -330,9 +344,11 @@ def run(quick: bool, out_dir: Path) -> Path:
     """Run every recipe on both data sets and write ``accuracy.md``."""
     if not tiny() and not (SHARED_DATA / "hymenoptera").is_dir():
         raise FileNotFoundError(f"{SHARED_DATA} is absent: the accuracy benchmark needs hymenoptera and sst2.")
-    image_body, (image_best, image_acc) = _section("hymenoptera", "Hymenoptera (ants vs bees)", IMAGE_RECIPES, quick)
-    text_body, (text_best, text_acc) = _section("sst2", "SST-2 (sentiment)", TEXT_RECIPES, quick)
-    cv_body, gaps = _cv_section(quick)
+    image_body, (image_best, image_acc), image_pairs = _section("hymenoptera", "Hymenoptera (ants vs bees)",
+                                                               IMAGE_RECIPES, quick)
+    text_body, (text_best, text_acc), text_pairs = _section("sst2", "SST-2 (sentiment)", TEXT_RECIPES, quick)
+    cv_body, gaps, cv_pairs = _cv_section(quick)
+    pairs = image_pairs + text_pairs + cv_pairs
     cv_line = ", ".join(f"{name} {default:.1f} vs {base:.1f}" for name, default, base in gaps)
     mode = "tiny" if tiny() else "quick" if quick else "full"
     if mode == "full" and os.environ.get(RERUN_ENV) == "frozen":
@@ -348,6 +364,15 @@ def run(quick: bool, out_dir: Path) -> Path:
         "(full 67k training set, GPU).\n\n"
     )
     top = headline(f"hymenoptera {image_acc:.1f} % ({image_best}); SST-2 {text_acc:.1f} % ({text_best}); "
-                   f"default classifier vs frozen embeddings + LogisticRegression, {CV_FOLDS}-fold CV: {cv_line}")
+                   f"default classifier vs frozen embeddings + LogisticRegression, {CV_FOLDS}-fold CV: {cv_line}; "
+                   f"paired, smallest McNemar p {min(pair['exact McNemar p'] for pair in pairs):.2f}")
     return write_result("accuracy", "Accuracy and cost against the baselines", top + "\n" + notes + image_body
-                        + "\n" + text_body + "\n" + cv_body, out_dir)
+                        + "\n" + text_body + "\n" + cv_body + "\n" + _paired_section(pairs), out_dir)
+
+
+def _paired_section(pairs: list[dict]) -> str:
+    return ("## Paired: the default classifier against frozen embeddings + LogisticRegression\n\n"
+            "Both classify the same items from the same frozen embeddings and training sets (the test split, or "
+            f"every item once in the {CV_FOLDS}-fold CV): the items only one of them gets right, and the two-sided "
+            "exact McNemar p-value of those counts (a binomial test; a small p says the accuracies differ by more "
+            "than chance).\n\n" + markdown_table(pairs) + "\n")

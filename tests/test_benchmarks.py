@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.__main__ import parse_args, run_one, write_summary
-from benchmarks._harness import headline, read_headline, run_isolated, write_result
+from benchmarks._harness import headline, paired_comparison, read_headline, run_isolated, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,6 +27,9 @@ def test_quick_tiny_run_writes_result_files_and_summary(tmp_path):
     assert "| recipe | train n | accuracy % |" in accuracy
     assert "frozen embeddings + LogisticRegression" in accuracy and "TF-IDF(1-2 gram)" in accuracy
     assert "precision" in accuracy and "recall" in accuracy  # classification reports
+    paired = accuracy.split("## Paired")[1]
+    assert "| hymenoptera | 24 |" in paired and "| SST-2, 5,000 phrases | 24 |" in paired
+    assert "| books (5-fold CV) | 30 |" in paired and "| office31-amazon (5-fold CV) | 30 |" in paired
     curve = (tmp_path / "learning_curve.md").read_text()
     assert "| train n |" in curve and "PretrainedTextClassifier()" in curve
     assert (tmp_path / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -34,6 +37,15 @@ def test_quick_tiny_run_writes_result_files_and_summary(tmp_path):
     assert "[accuracy.md](accuracy.md)" in summary and "[learning_curve.md](learning_curve.md)" in summary
     assert read_headline(tmp_path / "accuracy.md") in summary
     assert "| throughput | - | - | not run |" in summary
+
+
+def test_paired_comparison_counts_the_items_only_one_classifier_gets_right():
+    y = ["a"] * 10
+    pair = paired_comparison("d", y, ["a"] * 9 + ["b"], ["b"] * 8 + ["a", "b"])
+    assert (pair["n"], pair["default right, LR wrong"], pair["LR right, default wrong"]) == (10, 8, 0)
+    assert (pair["default %"], pair["LR %"]) == (90.0, 10.0)
+    assert pair["exact McNemar p"] == pytest.approx(2 * 0.5**8)
+    assert paired_comparison("d", y, y, y)["exact McNemar p"] == 1.0
 
 
 def test_headline_round_trip(tmp_path):
