@@ -4,6 +4,9 @@ With a frozen backbone and a linear head, training the head is a convex problem:
 logistic (softmax, or one sigmoid per label) regression, or ridge regression. Solving it to
 convergence with scikit-learn's solvers instead of a few epochs of mini-batch AdamW gives the head
 that ``LogisticRegression`` / ``Ridge`` fit on the same standardised features, deterministically.
+L-BFGS stops at ``LogisticRegression``'s own tolerance (``tol=1e-4``), so the head is the fit that
+``LogisticRegression(C=C)`` makes. A tighter 1e-6 took 3x the iterations on Office-31's embeddings
+(31 classes, 1,280 features: 159 against 54, 2.8 against 1.0 s) and moved no probability by more than 0.01.
 
 The penalty strength ``C`` has scikit-learn's meaning: the head minimises
 
@@ -55,8 +58,7 @@ CV_FACTORS = np.logspace(-2, 3, 11)  # C="cv" searches C="auto" times these, in 
 N_FOLDS = 5
 PATIENCE = 2  # the C path stops after this many grid values worse than the best
 MAX_ITER = 5000
-TOL = 1e-6  # L-BFGS tolerance on the gradient of the sample-weighted *mean* objective
-CV_TOL = 1e-4  # enough to rank the grid values
+TOL = 1e-4  # LogisticRegression's default: the head is the fit that LogisticRegression(C=C) makes
 UNSEEN_LOG_ODDS = float(np.log(1e-6))
 KINDS = ("multiclass", "multilabel", "regression")
 
@@ -166,8 +168,8 @@ def _fit(X, y, w, kind: str, n_outputs: int, C, grid, auto: float, seed: int):
     return _fit_softmax(X, y.astype(np.int64), w, n_outputs, C, grid, auto, seed)
 
 
-def _logistic(C: float, tol: float = TOL, warm_start: bool = False) -> LogisticRegression:
-    return LogisticRegression(C=C, tol=tol, max_iter=MAX_ITER, warm_start=warm_start)
+def _logistic(C: float, warm_start: bool = False) -> LogisticRegression:
+    return LogisticRegression(C=C, tol=TOL, max_iter=MAX_ITER, warm_start=warm_start)
 
 
 def _fit_logistic(X, y, w, C, grid, auto: float, seed: int):
@@ -184,7 +186,7 @@ def _cross_validate(X, y, w, grid, auto: float, seed: int) -> tuple[float, np.nd
     if counts.min() < N_FOLDS:
         return auto, None
     folds = list(StratifiedKFold(N_FOLDS, shuffle=True, random_state=seed).split(X, y))
-    models = [_logistic(grid[0], CV_TOL, warm_start=True) for _ in folds]  # each fit starts from the last
+    models = [_logistic(grid[0], warm_start=True) for _ in folds]  # each fit starts from the last
     scores: list[float] = []
     for C in grid:
         scores.append(np.mean([
