@@ -72,8 +72,9 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def paired_comparison(data: str, y_true, pred_a, pred_b) -> dict:
-    """Where two classifiers' predictions of the same items differ: counts and McNemar's exact p-value.
+def paired_comparison(data: str, y_true, pred_default, pred_lr) -> dict:
+    """Where the default classifier's and LogisticRegression's predictions of the same items differ:
+    counts and McNemar's exact p-value.
 
     The p-value is the two-sided binomial test of the items only one of them gets right: a small one
     says the two accuracies differ by more than chance on these items.
@@ -81,7 +82,7 @@ def paired_comparison(data: str, y_true, pred_a, pred_b) -> dict:
     import numpy as np
     from scipy.stats import binomtest
 
-    right_a, right_b = (np.asarray(pred) == np.asarray(y_true) for pred in (pred_a, pred_b))
+    right_a, right_b = (np.asarray(pred) == np.asarray(y_true) for pred in (pred_default, pred_lr))
     a_only, b_only = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
     return {"data": data, "n": len(right_a), "default %": 100 * right_a.mean(), "LR %": 100 * right_b.mean(),
             "default right, LR wrong": a_only, "LR right, default wrong": b_only,
