@@ -135,7 +135,8 @@ def run(quick: bool, out_dir: Path) -> Path:
         f"{top}\nMode: {'tiny' if tiny() else 'quick' if quick else 'full'}. Test accuracy (%) against the number "
         f"of training examples; sizes up to {SMALL} averaged over {len(SEEDS)} random draws (mean ± std). SST-2 "
         "draws come from a seeded random subsample of train.tsv. sktransfer estimators use their defaults (frozen "
-        f"backbone, 10 epochs of the head at lr 1e-3).\n\n![learning curves]({png.name})\n\n"
+        "backbone, linear head solved to convergence on the embeddings, C=\"auto\")."
+        f"\n\n![learning curves]({png.name})\n\n"
         f"## {text_title}\n\n{_table(text_rows)}\n\n## {image_title}\n\n{_table(image_rows)}\n"
     )
     return write_result("learning_curve", "Learning curves: accuracy against training-set size", body, out_dir)
