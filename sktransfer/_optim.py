@@ -47,12 +47,14 @@ def architecture(encoder: nn.Module) -> str:
 def resolve_rates(lr: float | str, head_lr: float | None, warmup: float | str, encoder: nn.Module, *,
                   backbone_trains: bool, adapter: bool) -> Rates:
     """The rates for ``lr``/``head_lr``/``warmup``; an explicit float ``lr`` keeps its plain meaning."""
+    if warmup == "auto":
+        warmup = AUTO_WARMUP if lr == "auto" and backbone_trains else 0.0
     if lr != "auto":
-        return Rates(head=head_lr or lr, backbone=lr, warmup=0.0 if warmup == "auto" else warmup)
+        return Rates(head=head_lr or lr, backbone=lr, warmup=warmup)
     family = "adapter" if adapter else architecture(encoder)
-    auto_warmup = AUTO_WARMUP if backbone_trains else 0.0
-    return Rates(head=head_lr or HEAD_LR, backbone=BACKBONE_LR[family],
-                 warmup=auto_warmup if warmup == "auto" else warmup, family=family if backbone_trains else None)
+    return Rates(head=head_lr or HEAD_LR, backbone=BACKBONE_LR[family], warmup=warmup,
+                 family=family if backbone_trains else None)
+
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
