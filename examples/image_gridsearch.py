@@ -23,11 +23,17 @@ from sktransfer import PretrainedImageClassifier, feature_cache, load_image_fold
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-PARAM_GRID = {
-    "classifier__head_hidden": [(), (256,)],
-    "classifier__dropout": [0.0, 0.3],
-    "classifier__lr": [1e-3, 3e-3],
-}
+# Two sub-grids, so that every point differs: a linear head is solved to convergence (only its penalty C
+# matters); a hidden-layer head trains by mini-batch epochs (its dropout and learning rate matter).
+PARAM_GRID = [
+    {"classifier__C": [0.1, 1.0, "auto"]},
+    {
+        "classifier__head_hidden": [(256,)],
+        "classifier__dropout": [0.0, 0.3],
+        "classifier__lr": [1e-3, 3e-3],
+        "classifier__max_epochs": [30],
+    },
+]
 
 
 def main(data: Path = DATA) -> None:
@@ -37,7 +43,7 @@ def main(data: Path = DATA) -> None:
                  "(train/ and val/, one folder per class) there to run this example.")
     X_train, y_train = load_image_folder(root / "train")
     X_val, y_val = load_image_folder(root / "val")
-    pipeline = Pipeline([("classifier", PretrainedImageClassifier(max_epochs=30, random_state=0))])
+    pipeline = Pipeline([("classifier", PretrainedImageClassifier(random_state=0))])
     search = GridSearchCV(pipeline, PARAM_GRID, cv=StratifiedKFold(3, shuffle=True, random_state=0), n_jobs=1)
     n_points = len(ParameterGrid(PARAM_GRID))
     print(f"GridSearchCV: {3 * n_points} fits (3 folds x {n_points} grid points) on {len(X_train)} training images")

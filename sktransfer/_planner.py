@@ -124,7 +124,8 @@ class FitPlanner:
 
     def _stage(self, encoder: torch.nn.Module, trainable: Trainable, items: list) -> tuple[Stage, PrefixSplit | None]:
         """What can be computed once: the frozen backbone's embeddings, a frozen prefix's outputs, or nothing."""
-        static = (self.cache and not self.backbone_tuned_ and self.adapter is None and self.unfreeze_every is None
+        # ``cache`` only decides whether these values are kept for later fits: never what is precomputed.
+        static = (not self.backbone_tuned_ and self.adapter is None and self.unfreeze_every is None
                   and self._augment() is None)
         if not static:
             return Stage.RAW, None

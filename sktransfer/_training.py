@@ -22,6 +22,7 @@ from ._embedding import BackboneEstimator
 from ._export import ExportMixin
 from ._freezing import validate_freeze_layers
 from ._heads import Head, TransferModule
+from ._no_effect import warn_ineffective
 from ._optim import HEAD_LR, Rates
 from ._plan import FitPlan, Stage
 from ._planner import FitPlanner
@@ -186,6 +187,8 @@ class TrainableEstimator(FitPlanner, ExportMixin, BackboneEstimator):
             torch.manual_seed(seed)
             plan = self._plan_fit(items, y_encoded, weights, warm=warm, seed=seed, epochs=epochs, validate=validate,
                                   incremental=incremental, target=target)
+            if validate:
+                warn_ineffective(self, plan)
             net = self._make_net(plan)
             plan.module.use_suffix(plan.suffix)
             try:

@@ -70,6 +70,15 @@ def tiny_text_params(tiny_bert_dir) -> dict:
     return {"backbone": tiny_bert_dir, "max_epochs": 2, "random_state": 0, "max_length": 16}
 
 
+def force_raw_stage(monkeypatch) -> None:
+    """Make fits that run every input through the whole backbone at every step (nothing precomputed): the
+    reference that precomputed embeddings and frozen-prefix outputs must reproduce."""
+    from sktransfer._plan import Stage
+    from sktransfer._planner import FitPlanner
+
+    monkeypatch.setattr(FitPlanner, "_stage", lambda self, encoder, trainable, items: (Stage.RAW, None))
+
+
 # scikit-learn checks that need no tabular data, run on every estimator family.
 SKLEARN_API_CHECKS = [
     "check_estimator_cloneable",

@@ -14,9 +14,12 @@ distributed = pytest.importorskip("distributed", reason="needs dask[distributed]
 
 def test_grid_search_on_a_dask_cluster_matches_n_jobs_1(tiny_image_params, image_data):
     X, y = image_data
-    estimator = PretrainedImageClassifier(**{**tiny_image_params, "max_epochs": 2}, device="cpu")
-    grid = {"lr": [1e-5, 1e-2]}
+    params = {k: v for k, v in tiny_image_params.items() if k != "max_epochs"}  # the converged head has no epochs
+    estimator = PretrainedImageClassifier(**params, device="cpu")
+    grid = {"C": [1e-4, 10.0]}
     serial = GridSearchCV(estimator, grid, cv=2, scoring="neg_log_loss", n_jobs=1).fit(X, y)
+    scores = serial.cv_results_["mean_test_score"]
+    assert abs(scores[0] - scores[1]) > 1e-3  # the grid points differ, so best_params_ is a real check
     cluster_options = {"n_workers": 2, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
     with distributed.LocalCluster(**cluster_options) as cluster, distributed.Client(cluster) as client, \
             parallel_backend("dask"):

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import _counting
+from conftest import force_raw_stage
 from sktransfer import PretrainedImageClassifier, PretrainedTextClassifier, feature_cache
 from sktransfer._backbones import ImageEncoder
 from sktransfer._prefix import split_frozen_prefix
@@ -49,12 +50,15 @@ def noisy_images():
 
 
 @pytest.mark.parametrize("freeze_layers", [-2, 1, ["model.conv_stem.*", "model.bn1.*", "model.blocks.0.*"]])
-def test_prefix_cached_fit_predicts_as_an_uncached_fit(tiny_image_params, noisy_images, freeze_layers):
+def test_prefix_cached_fit_predicts_as_an_uncached_fit(tiny_image_params, noisy_images, freeze_layers, monkeypatch):
     X, y = noisy_images
     params = {**tiny_image_params, "max_epochs": 2, "freeze_layers": freeze_layers, "lr": 1e-4}
     cached = PretrainedImageClassifier(**params).fit(X, y)
-    plain = PretrainedImageClassifier(**params, cache=False).fit(X, y)
-    assert cached.prefix_cached_ and not plain.prefix_cached_
+    uncached = PretrainedImageClassifier(**params, cache=False).fit(X, y)
+    force_raw_stage(monkeypatch)
+    plain = PretrainedImageClassifier(**params).fit(X, y)
+    assert cached.prefix_cached_ and uncached.prefix_cached_ and not plain.prefix_cached_
+    np.testing.assert_allclose(cached.predict_proba(X), uncached.predict_proba(X), atol=1e-6)
     proba = plain.predict_proba(X)
     assert 0.05 < proba.max(axis=1).min() < 0.95
     np.testing.assert_allclose(cached.predict_proba(X), proba, atol=1e-4)
@@ -74,7 +78,10 @@ def test_frozen_prefix_runs_once_per_image_across_epochs_and_fits(tiny_timm_dir,
     assert sum(raw_image_items) <= len(X) + 4
     raw_image_items.clear()
     PretrainedImageClassifier(**params, max_epochs=5, cache=False).fit(X, y)
-    assert sum(raw_image_items) >= 5 * len(X)
+    assert sum(raw_image_items) == len(X) + 4  # without the cache: once per fit, never kept for the next
+    raw_image_items.clear()
+    PretrainedImageClassifier(**params, max_epochs=2, cache=False).fit(X, y)
+    assert sum(raw_image_items) == len(X) + 4
 
 
 def test_changed_images_get_new_prefix_outputs(tiny_timm_dir, noisy_images, raw_image_items):
@@ -117,7 +124,7 @@ def test_prefix_outputs_over_the_cache_bound_are_not_cached(tiny_image_params, n
 
 
 @pytest.mark.parametrize(
-    "option", [{"augment": "light"}, {"unfreeze_every": 1}, {"cache": False}, {"freeze_layers": 0}]
+    "option", [{"augment": "light"}, {"unfreeze_every": 1}, {"freeze_layers": 0}]
 )
 def test_prefix_cache_is_off_where_the_prefix_changes(tiny_image_params, noisy_images, option):
     clf = PretrainedImageClassifier(**{**tiny_image_params, "freeze_layers": -2, **option}).fit(*noisy_images)
@@ -129,12 +136,13 @@ def test_text_backbones_train_uncached(tiny_text_params, text_data):
     assert not clf.prefix_cached_
 
 
-def test_prefix_cache_with_early_stopping_and_sample_weight(tiny_image_params, noisy_images):
+def test_prefix_cache_with_early_stopping_and_sample_weight(tiny_image_params, noisy_images, monkeypatch):
     X, y = noisy_images
     weights = np.linspace(0.5, 2.0, len(X))
     params = {**tiny_image_params, "freeze_layers": -2, "lr": 1e-4, "early_stopping": True, "validation_fraction": 0.25}
     cached = PretrainedImageClassifier(**params).fit(X, y, sample_weight=weights)
-    plain = PretrainedImageClassifier(**params, cache=False).fit(X, y, sample_weight=weights)
+    force_raw_stage(monkeypatch)
+    plain = PretrainedImageClassifier(**params).fit(X, y, sample_weight=weights)
     assert cached.prefix_cached_ and "valid_loss" in cached.history_[-1]
     np.testing.assert_allclose(cached.history_[:, "valid_loss"], plain.history_[:, "valid_loss"], rtol=1e-4)
     np.testing.assert_allclose(cached.predict_proba(X), plain.predict_proba(X), atol=1e-4)

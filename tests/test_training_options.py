@@ -259,7 +259,7 @@ def test_grad_accum_steps_gives_the_same_weights(tiny_text_params, text_data, mo
         return chunks(Xb, yb, k)
 
     monkeypatch.setattr(sktransfer._net, "_chunks", counting_chunks)
-    params = {**tiny_text_params, "freeze_layers": "all", "cache": False, "batch_size": 8, "lr": 0.05,
+    params = {**tiny_text_params, "freeze_layers": "all", "C": None, "batch_size": 8, "lr": 0.05,
               "lr_schedule": "cosine", "max_epochs": 3}
     one = PretrainedTextClassifier(**params).fit(X, y)
     assert set(splits) == {1}
