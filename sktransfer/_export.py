@@ -35,51 +35,30 @@ class _ExportModel(nn.Module):
         return out * self.scale + self.mean
 
 
-class ExportMixin:
-    """``export_onnx``. Hooks: the task's ``_export_output()`` and ``_export_splits()``, and the modality's
-    ``_export_inputs(folder)``."""
+def export_onnx(estimator, path: str | os.PathLike) -> Path:
+    """Write ``estimator``'s fitted model to the ONNX file ``path`` (see ``export_onnx`` of the estimators).
 
-    def _export_splits(self) -> list[tuple[str, int]] | None:
-        """Multi-output models: each output's name and number of classes (one ONNX output each)."""
-        return None
-
-    def export_onnx(self, path: str | os.PathLike) -> Path:
-        """Export the fitted model (inputs to probabilities, or to predictions for a regressor) to ONNX.
-
-        Images: one input ``pixel_values`` of shape (N, 3, H, W), preprocessed as the backbone's
-        ``data_config_`` says. Texts: inputs ``input_ids`` and ``attention_mask``; the tokenizer is saved
-        beside the ONNX file (``save_pretrained``), so the same tokenisation can be reproduced. A
-        multi-output classifier has one output per task, ``probabilities_<name>`` for each name in
-        ``output_names_``, in that order.
-
-        Parameters
-        ----------
-        path : str or path-like
-            The ``.onnx`` file to write.
-
-        Returns
-        -------
-        path : Path
-            The file written.
-        """
-        try:
-            importlib.import_module("onnx")
-        except ImportError as err:
-            raise ImportError("export_onnx needs the onnx package: pip install sktransfer[onnx]") from err
-        check_is_fitted(self)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        output, mean, scale = self._export_output()
-        splits = self._export_splits()
-        sizes = None if splits is None else [size for _, size in splits]
-        model = _ExportModel(copy.deepcopy(self.net_.module_).cpu().float(), output, mean, scale, sizes).eval()
-        names, inputs, axes = self._export_inputs(path.parent)
-        output_name = "predictions" if output == "identity" else "probabilities"
-        outputs = [output_name] if splits is None else [f"{output_name}_{name}" for name, _ in splits]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model, inputs, str(path), input_names=names, output_names=outputs,
-                dynamic_axes={**axes, **{name: {0: "batch"} for name in outputs}}, opset_version=17, dynamo=False,
-            )
-        return path
+    The task's ``_export_output()`` and ``_export_splits()`` say what the graph returns, the
+    modality's ``_export_inputs(folder)`` what it takes.
+    """
+    try:
+        importlib.import_module("onnx")
+    except ImportError as err:
+        raise ImportError("export_onnx needs the onnx package: pip install sktransfer[onnx]") from err
+    check_is_fitted(estimator)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    output, mean, scale = estimator._export_output()
+    splits = estimator._export_splits()
+    sizes = None if splits is None else [size for _, size in splits]
+    model = _ExportModel(copy.deepcopy(estimator.net_.module_).cpu().float(), output, mean, scale, sizes).eval()
+    names, inputs, axes = estimator._export_inputs(path.parent)
+    output_name = "predictions" if output == "identity" else "probabilities"
+    outputs = [output_name] if splits is None else [f"{output_name}_{name}" for name, _ in splits]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, inputs, str(path), input_names=names, output_names=outputs,
+            dynamic_axes={**axes, **{name: {0: "batch"} for name in outputs}}, opset_version=17, dynamo=False,
+        )
+    return path

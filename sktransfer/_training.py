@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 from numbers import Integral, Real
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +21,7 @@ from ._adapters import restore_adapter
 from ._converged_head import solve_head
 from ._device import cuda_indices, resolve_device
 from ._embedding import BackboneEstimator
-from ._export import ExportMixin
+from ._export import export_onnx
 from ._freezing import validate_freeze_layers
 from ._heads import Head, TransferModule
 from ._no_effect import warn_ineffective
@@ -41,7 +43,7 @@ def _target_kind(estimator) -> str:
 
 
 @dataclass(repr=False, eq=False, kw_only=True)
-class TrainableEstimator(FitPlanner, ExportMixin, BackboneEstimator):
+class TrainableEstimator(FitPlanner, BackboneEstimator):
     """Base of the estimators that train a head (and optionally the backbone) with skorch.
 
     Task subclasses provide ``_net_class``, ``_prepare_targets``, ``_criterion``, ``_net_kwargs``,
@@ -261,6 +263,31 @@ class TrainableEstimator(FitPlanner, ExportMixin, BackboneEstimator):
         """
         check_is_fitted(self)
         return plot_history(self.history_, self.best_epoch_)
+
+    def export_onnx(self, path: str | os.PathLike) -> Path:
+        """Export the fitted model (inputs to probabilities, or to predictions for a regressor) to ONNX.
+
+        Images: one input ``pixel_values`` of shape (N, 3, H, W), preprocessed as the backbone's
+        ``data_config_`` says. Texts: inputs ``input_ids`` and ``attention_mask``; the tokenizer is saved
+        beside the ONNX file (``save_pretrained``), so the same tokenisation can be reproduced. A
+        multi-output classifier has one output per task, ``probabilities_<name>`` for each name in
+        ``output_names_``, in that order. Needs ``pip install sktransfer[onnx]``.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The ``.onnx`` file to write.
+
+        Returns
+        -------
+        path : Path
+            The file written.
+        """
+        return export_onnx(self, path)
+
+    def _export_splits(self) -> list[tuple[str, int]] | None:
+        """Multi-output models: each output's name and number of classes (one ONNX output each)."""
+        return None
 
     # -------------------------------------------------------- persistence
     def _fitted_encoder(self) -> torch.nn.Module:
