@@ -5,7 +5,8 @@ next grid point or fold) and score on val:
 
 - ``cache=True`` (the default): the frozen lower blocks run once per image, in the first fit; every
   epoch, and the second fit, train only the top blocks on the cached block outputs;
-- ``cache=False``: every epoch decodes the images and runs the whole backbone.
+- ``cache=False``: the same model, but each fit runs the frozen lower blocks on every image again (once
+  a fit: its epochs still train only the top blocks on those outputs).
 
 Run with ``python -m benchmarks.prefix_cache [--full]`` or through ``python -m benchmarks``.
 """

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._batch import SAMPLE_WEIGHT, Stage
 from ._bn_folding import folded_for_inference
 from ._freezing import set_norms_eval
-from ._plan import SAMPLE_WEIGHT, Stage
 
 
 class Head(nn.Module):

@@ -32,7 +32,9 @@ keep_blocks : int or None, default=None
 batch_size : int, default=32
     Samples per batch for training and inference.
 cache : bool, default=True
-    Reuse frozen-backbone embeddings across epochs, folds and grid points (see ``feature_cache``).
+    Keep frozen-backbone embeddings in ``feature_cache`` for later fits, folds, grid points and
+    predictions. Changes speed, never a result: without it they are computed once per fit (and per
+    ``predict``) and not kept.
 cache_dir : str or None, default=None
     Also keep cached embeddings on disk here, shared by parallel workers.
 precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"

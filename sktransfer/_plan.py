@@ -6,17 +6,17 @@ trains, what is precomputed (the :class:`Stage`), the train/validation split, th
 sampler, the collate function and the callbacks. Building the skorch net, predicting and saving
 read the plan (or the fitted attributes recorded from it); none of them decides again.
 
-A :class:`Stage` names what the net's inputs are, and is the key under which precomputed inputs
-travel in a batch dict; :data:`SAMPLE_WEIGHT` is the key of per-sample loss weights.
+A :class:`~sktransfer._batch.Stage` (see :mod:`sktransfer._batch`) names what the net's inputs are.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from ._batch import SAMPLE_WEIGHT, Stage
 
 if TYPE_CHECKING:
     from torch import nn
@@ -25,23 +25,6 @@ if TYPE_CHECKING:
     from ._heads import TransferModule
     from ._optim import Rates
     from ._prefix import PrefixSplit
-
-SAMPLE_WEIGHT = "sample_weight"
-
-
-class Stage(str, Enum):
-    """What the trained module takes as input during a fit."""
-
-    RAW = "raw"
-    """Raw inputs (pixels, token ids): the backbone runs every step."""
-    EMBEDDINGS = "features"
-    """Pooled embeddings of the frozen backbone, computed once (and cached): only the head runs."""
-    FROZEN_PREFIX = "frozen_prefix"
-    """Outputs of the frozen lower blocks, computed once (and cached): the top blocks and the head run."""
-
-    @property
-    def precomputed(self) -> bool:
-        return self is not Stage.RAW
 
 
 @dataclass
