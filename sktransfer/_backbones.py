@@ -24,6 +24,7 @@ from torch import nn
 
 from ._freezing import module_blocks, timm_blocks, transformer_blocks
 from ._modes import evaluating
+from ._persistence import loading
 from ._weights_cache import backbone_cache, directory_key
 
 IMAGENET_CONFIG = {
@@ -45,6 +46,11 @@ _NO_WEIGHTS_HELP = (
     "pass a local directory saved with `save_pretrained`; pass your own torch.nn.Module "
     "(images); or use the embedded default {default!r}, which ships with sktransfer."
 )
+_NOT_LOCAL_HELP = (
+    "load() never downloads: it needs the backbone {name!r} available locally, and it is not on this "
+    "machine ({err}). Make it available locally (fit a model on it once with internet access, so that its "
+    "weights land in the local cache), or pass load(path, backbone=...) a local directory holding the same weights."
+)
 
 
 @dataclass
@@ -54,7 +60,6 @@ class Backbone:
     encoder: nn.Module
     num_features: int
     blocks: list[list[str]]
-    family: str
     identity: str
     data_config: dict = field(default_factory=dict)
     tokenizer: Any = None
@@ -118,11 +123,17 @@ def _hub_offline_unless_reachable():
     from huggingface_hub import constants
 
     previous = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = previous or not _hub_reachable()
+    constants.HF_HUB_OFFLINE = previous or loading() or not _hub_reachable()
     try:
         yield
     finally:
         constants.HF_HUB_OFFLINE = previous
+
+
+def _check_downloaded(url: str) -> None:
+    """Raise an OSError unless the weights at ``url`` are in the torch hub cache, where torch would download them."""
+    if not os.path.isfile(os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(url).path))):
+        raise OSError(f"{url} is not in the torch hub cache")
 
 
 @lru_cache(maxsize=1)
@@ -159,7 +170,6 @@ def _timm_backbone(model: nn.Module, identity: str) -> Backbone:
         encoder=encoder,
         num_features=model.num_features,
         blocks=timm_blocks(model, prefix="model."),
-        family="timm",
         identity=identity,
         data_config=config,
     )
@@ -184,13 +194,12 @@ def _infer_num_features(encoder: nn.Module, input_size: tuple[int, int, int]) ->
     return int(out.shape[1])
 
 
-def _module_backbone(model: nn.Module, family: str, identity: str, data_config: dict) -> Backbone:
+def _module_backbone(model: nn.Module, identity: str, data_config: dict) -> Backbone:
     encoder = ImageEncoder(model)
     return Backbone(
         encoder=encoder,
         num_features=_infer_num_features(encoder, tuple(data_config["input_size"])),
         blocks=module_blocks(model, prefix="model."),
-        family=family,
         identity=identity,
         data_config=data_config,
     )
@@ -205,7 +214,7 @@ def resolve_image_backbone(backbone: Any, pretrained: bool = True) -> Backbone:
     if isinstance(backbone, nn.Module):
         # A copy: fitting must not train the user's module in place (refits start from the same weights).
         identity = f"module:{type(backbone).__name__}"
-        return _module_backbone(copy.deepcopy(backbone), "custom", identity, dict(IMAGENET_CONFIG))
+        return _module_backbone(copy.deepcopy(backbone), identity, dict(IMAGENET_CONFIG))
     if not isinstance(backbone, str):
         raise TypeError(
             f"backbone must be a model name, a local directory or a torch.nn.Module, got {type(backbone).__name__}."
@@ -236,15 +245,21 @@ def _load_image_backbone(backbone: str, pretrained: bool) -> Backbone:
             model = timm.create_model(f"local-dir:{backbone}", pretrained=pretrained, num_classes=0)
             return _timm_backbone(model, f"local:{os.path.abspath(backbone)}:{pretrained}")
         if backbone in timm_names or backbone.startswith(("hf-hub:", "hf_hub:", "timm/")) or timm.is_model(backbone):
-            with _hub_offline_unless_reachable() if pretrained else contextlib.nullcontext():
+            cfg = timm.models.get_pretrained_cfg(backbone)
+            if pretrained and loading() and cfg is not None and cfg.url and not cfg.hf_hub_id:  # torch hub weights
+                _check_downloaded(cfg.url)
+            with _hub_offline_unless_reachable() if pretrained or loading() else contextlib.nullcontext():
                 model = timm.create_model(backbone, pretrained=pretrained, num_classes=0)
             return _timm_backbone(model, f"timm:{backbone}:{pretrained}")
         if backbone in tv_names:
             weights = "DEFAULT" if pretrained else None
+            if pretrained and loading():
+                _check_downloaded(torchvision.models.get_model_weights(backbone).DEFAULT.url)
             model = _torchvision_model_without_head(torchvision.models.get_model(backbone, weights=weights))
-            return _module_backbone(model, "torchvision", f"torchvision:{backbone}:{pretrained}", dict(IMAGENET_CONFIG))
+            return _module_backbone(model, f"torchvision:{backbone}:{pretrained}", dict(IMAGENET_CONFIG))
     except (OSError, RuntimeError, ValueError) as err:
-        raise ValueError(_NO_WEIGHTS_HELP.format(name=backbone, err=err, default="efficientnet_lite0")) from err
+        message = _NOT_LOCAL_HELP if loading() else _NO_WEIGHTS_HELP
+        raise ValueError(message.format(name=backbone, err=err, default="efficientnet_lite0")) from err
     raise ValueError(
         f"Unknown image backbone {backbone!r}: it is not a packaged model, a timm or torchvision model name, "
         f"nor a local directory.{_suggest(backbone, [*_PACKAGED_IMAGE, *timm_names, *tv_names])}"
@@ -293,7 +308,6 @@ def resolve_text_backbone(backbone: Any, pretrained: bool = True, pooling: str =
         encoder=TextEncoder(model, pooling=pooling),
         num_features=int(model.config.hidden_size),
         blocks=transformer_blocks(model, prefix="model."),
-        family="transformers",
         identity=f"{identity}:{pretrained}:{pooling}",
         tokenizer=tokenizer,
     )
@@ -305,14 +319,15 @@ def _load_text_model(name: str, source: str, pretrained: bool) -> tuple[nn.Modul
     hub = contextlib.nullcontext() if os.path.isdir(source) else _hub_offline_unless_reachable()
     try:
         with hub, _quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(source)
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=loading())
             if pretrained:
-                model = AutoModel.from_pretrained(source)
+                model = AutoModel.from_pretrained(source, local_files_only=loading())
             else:
-                model = AutoModel.from_config(AutoConfig.from_pretrained(source))
+                model = AutoModel.from_config(AutoConfig.from_pretrained(source, local_files_only=loading()))
     except (OSError, ValueError) as err:
         hint = "" if os.path.isdir(name) or "/" in name else _suggest(name, sorted(_PACKAGED_TEXT))
         raise ValueError(
-            _NO_WEIGHTS_HELP.format(name=name, err=str(err).splitlines()[0], default="all-MiniLM-L6-v2") + hint
+            (_NOT_LOCAL_HELP if loading() else _NO_WEIGHTS_HELP).format(
+                name=name, err=str(err).splitlines()[0], default="all-MiniLM-L6-v2") + hint
         ) from err
     return model, tokenizer

@@ -1,8 +1,9 @@
 """The frozen-feature cache: embeddings computed once, reused across epochs, folds and grid points.
 
-Each embedding is keyed on the backbone's identity (name, weights, pooling), the preprocessing, and
-the content of its input: path, size and modification time for a file, a hash for an array, an
-image or a string. A changed input therefore gets a new key and is never served stale features.
+Each embedding is keyed on an :class:`EmbeddingKey`, the record of everything besides the input that
+changes it (the backbone's weights, the pooling, the preprocessing, the precision, a frozen prefix's
+boundary), and on the content of its input: path, size and modification time for a file, a hash for
+an array, an image or a string. A changed input therefore gets a new key and is never served stale features.
 The in-memory store is process-wide, bounded and least-recently-used; with ``cache_dir`` the
 embeddings also go to disk, one ``.npy`` file each, so parallel workers share them; a lock file
 there makes workers that miss the same items at once compute them once (the second waits, then reads).
@@ -14,7 +15,9 @@ import contextlib
 import hashlib
 import os
 import tempfile
+import uuid
 from collections import OrderedDict
+from dataclasses import astuple, dataclass
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -40,9 +43,45 @@ def text_fingerprint(text: str) -> str:
     return "text:" + hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
-def feature_keys(items: list, namespace: str, item_fingerprint: Callable[[Any], str] = fingerprint) -> list[str]:
-    """One key per item within ``namespace`` (backbone identity plus preprocessing)."""
-    prefix = namespace.encode("utf-8") + b"|"
+@dataclass(frozen=True, kw_only=True)
+class EmbeddingKey:
+    """Everything besides the input that changes an embedding; equal keys give equal embeddings.
+
+    Parameters
+    ----------
+    backbone : str
+        The identity of the backbone's weights (``backbone_identity_``): name, pretrained or not,
+        ``keep_blocks``, a fitted model's weights, int8 quantisation.
+    preprocessing : str
+        How an input becomes the backbone's input: an image model's data config, a text model's
+        ``max_length``.
+    precision : str
+        The resolved precision the backbone runs in.
+    pooling : str or None, default=None
+        How a text model's token states become one vector; None where the encoder pools itself.
+    prefix_boundary : str or None, default=None
+        The module a frozen prefix stops at, whose outputs are stored instead of the pooled features.
+    """
+
+    backbone: str
+    preprocessing: str
+    precision: str
+    pooling: str | None = None
+    prefix_boundary: str | None = None
+
+    def namespace(self) -> str:
+        """The string all the items' cache keys under this record start from."""
+        return repr(astuple(self))
+
+
+def weights_identity(identity: str, *, named: bool) -> str:
+    """``identity`` when it names the weights, else made unique: weights no name stands for never share embeddings."""
+    return identity if named else f"{identity}:{uuid.uuid4().hex}"
+
+
+def feature_keys(items: list, key: EmbeddingKey, item_fingerprint: Callable[[Any], str] = fingerprint) -> list[str]:
+    """One cache key per item under ``key``."""
+    prefix = key.namespace().encode("utf-8") + b"|"
     return [hashlib.blake2b(prefix + item_fingerprint(item).encode("utf-8"), digest_size=20).hexdigest()
             for item in items]
 

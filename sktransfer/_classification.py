@@ -64,9 +64,6 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
         "output_weights": [list, tuple, np.ndarray, None],
     }
 
-    def _multioutput(self) -> bool:
-        return getattr(self, "multioutput_", False)  # absent from models saved before multi-output
-
     def _prepare_targets(self, y, n: int, classes=None) -> np.ndarray:
         raw = y
         y = check_target_length(y, n)
@@ -162,7 +159,7 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
             The estimator, trained one more epoch.
         """
         fitted = hasattr(self, "net_")
-        if fitted and self._multioutput():
+        if fitted and self.multioutput_:
             if classes is not None and not same_classes(classes, self.classes_):
                 raise ValueError("classes must stay classes_ (one array per output) after the first partial_fit.")
             classes = self.classes_
@@ -190,7 +187,7 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
 
     def _sample_weights(self, y_encoded, sample_weight, n: int):
         weights = super()._sample_weights(y_encoded, sample_weight, n)
-        if self._multioutput():
+        if self.multioutput_:
             # Per output, so they go into the loss (MultiOutputLoss), not into the rows' weights.
             self._output_class_weights = output_class_weights(y_encoded, self.classes_, self.class_weight, weights)
             return weights
@@ -210,17 +207,17 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
         return balanced if weights is None else balanced * weights
 
     def _stratify_targets(self, y_encoded):
-        return None if self.multilabel_ or self._multioutput() else y_encoded
+        return None if self.multilabel_ or self.multioutput_ else y_encoded
 
     @property
     def _net_class(self):
-        return TransferNet if self.multilabel_ or self._multioutput() else TransferNetClassifier
+        return TransferNet if self.multilabel_ or self.multioutput_ else TransferNetClassifier
 
     def _sizes(self) -> list[int]:
         return [len(c) for c in self.classes_]
 
     def _criterion(self):
-        if self._multioutput():
+        if self.multioutput_:
             return MultiOutputLoss(self._sizes(), check_output_weights(self.output_weights, len(self.classes_)),
                                    getattr(self, "_output_class_weights", None), self.label_smoothing)
         if self.multilabel_:
@@ -231,16 +228,16 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
         return ("sigmoid" if self.multilabel_ else "softmax"), None, None
 
     def _export_splits(self) -> list[tuple[str, int]] | None:
-        return list(zip(self.output_names_.tolist(), self._sizes())) if self._multioutput() else None
+        return list(zip(self.output_names_.tolist(), self._sizes())) if self.multioutput_ else None
 
     def _solver_kind(self) -> str | None:
         # Label smoothing is no logistic loss: such heads train by epochs.
         if self.label_smoothing:
             return None
-        return "multioutput" if self._multioutput() else "multilabel" if self.multilabel_ else "multiclass"
+        return "multioutput" if self.multioutput_ else "multilabel" if self.multilabel_ else "multiclass"
 
     def _net_kwargs(self) -> dict:
-        if self._multioutput():
+        if self.multioutput_:
             return {"predict_nonlinearity": None}  # the logits of every output; split_proba applies the softmaxes
         if self.multilabel_:
             # skorch's default for BCE is a binary (n, 2) output; multi-label needs one sigmoid per label.
@@ -262,7 +259,7 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
             list with one array per output, columns in the order of that output's ``classes_[k]``
             (as ``MultiOutputClassifier`` gives them).
         """
-        if self._multioutput():
+        if self.multioutput_:
             return split_proba(self._outputs(X), self._sizes())
         return self._outputs(X).astype(np.float64)
 
@@ -281,7 +278,7 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
             one label per output for multi-output targets.
         """
         proba = self.predict_proba(X)
-        if self._multioutput():
+        if self.multioutput_:
             return stack_labels([labels[np.argmax(p, axis=1)] for labels, p in zip(self.classes_, proba)])
         if self.multilabel_:
             return (proba >= self.threshold).astype(int)
@@ -308,7 +305,7 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
             whose every output is right (``MultiOutputClassifier.score``).
         """
         check_is_fitted(self)
-        if self._multioutput():
+        if self.multioutput_:
             return subset_accuracy(y, self.predict(X), sample_weight)
         if not self.multilabel_:
             shape = np.shape(y)

@@ -14,11 +14,8 @@ With one GPU the workers share it. Threads (``prefer="threads"``) share their pr
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
-import threading
-from typing import Iterator
 
 import torch
 
@@ -94,43 +91,6 @@ def to_device(module: torch.nn.Module, device: str) -> torch.nn.Module:
     if wants_channels_last(module, device):
         return module.to(device, memory_format=torch.channels_last)
     return module.to(device)
-
-
-def worker_threads() -> int | None:
-    """The torch intra-op threads this thread should compute with when it is a parallel worker, else None.
-
-    joblib's default workers are processes that joblib itself limits to ``cpu_count // n_jobs`` threads
-    each (``OMP_NUM_THREADS``), and dask's nannies start theirs with one: nothing to do there. Threads of
-    joblib's threading backend (``prefer="threads"``) share their process's cores instead, each running
-    torch with every core: there each worker thread computes with one, the workers being the parallelism.
-    """
-    if threading.current_thread() is threading.main_thread():
-        return None
-    from joblib.parallel import get_active_backend
-
-    backend, _ = get_active_backend()
-    return 1 if getattr(backend, "nesting_level", 0) >= 1 else None
-
-
-@contextlib.contextmanager
-def thread_policy() -> Iterator[None]:
-    """Within the block, the calling thread computes with the intra-op threads :func:`worker_threads` says.
-
-    Also a decorator (``@thread_policy()``). A no-op outside parallel worker threads. torch keeps one
-    thread count per thread once the thread has computed, and a process-wide default that threads
-    starting afterwards take up: both are restored on exit, so the main thread and later threads keep
-    every core.
-    """
-    threads = worker_threads()
-    previous = torch.get_num_threads()
-    if threads is None or previous <= threads:
-        yield
-        return
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def release_cuda_cache(device: str) -> None:

@@ -4,32 +4,34 @@ from __future__ import annotations
 
 import copy
 import os
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from numbers import Integral
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin, _clone_parametrized
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
+from . import _persistence
 from ._backbones import Backbone
 from ._bn_folding import folded_for_inference
-from ._cache import feature_cache, feature_keys, fingerprint
+from ._cache import EmbeddingKey, feature_cache, feature_keys, fingerprint, weights_identity
 from ._device import resolve_device, resolve_num_workers, resolve_precision, to_device
 from ._fitted_backbone import backbone_from_model, resolve_base_model
 from ._modes import evaluating
 from ._net import _AMP_DTYPES
-from ._persistence import PersistenceMixin
+from ._persistence import is_saved_model_dir, load
+from ._sklearn_compat import _clone_parametrized
 from ._truncate import keep_first_blocks
 from ._validation import Interval, StrOptions, check_device, positive_int, validate_params
 
 
 @dataclass(repr=False, eq=False, kw_only=True)
-class BackboneEstimator(PersistenceMixin, TransformerMixin, BaseEstimator):
+class BackboneEstimator(TransformerMixin, BaseEstimator):
     """Base of all sktransfer estimators: a backbone, its preprocessing, and cached embeddings.
 
     Subclasses provide the input modality (``_modality``, ``_check_inputs``, ``_load_backbone``, ``_checked_backbone``,
@@ -61,17 +63,55 @@ class BackboneEstimator(PersistenceMixin, TransformerMixin, BaseEstimator):
         "verbose": ["verbose"],
     }
 
+    _training_only_params: tuple = ()  # parameters only fit reads (a distillation teacher): save() writes None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _persistence.register_estimator(cls)
+
+    def __getstate__(self) -> dict:
+        # A copy: object.__getstate__ may return __dict__ itself.
+        return _persistence.pickled_state(self, dict(super().__getstate__()))
+
+    def __setstate__(self, state: dict) -> None:
+        encoder_state = state.pop("_encoder_state", None)
+        super().__setstate__(state)
+        _persistence.unpickled(self, encoder_state)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Save the fitted estimator to a directory: ``model.safetensors`` weights and ``config.json``.
+
+        Only the backbone parameters that training changed (and the head) are written when the
+        backbone is named by a string (it is rebuilt from its name on load); a user ``nn.Module``
+        backbone is written in full. ``cache_dir`` is not written: where a loaded model stores
+        embeddings is for :func:`sktransfer.load`'s caller to say. Read the directory back with
+        :func:`sktransfer.load`.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Directory to create (or overwrite files in).
+
+        Returns
+        -------
+        path : Path
+            The directory.
+        """
+        return _persistence.save(self, path)
+
+    def _prepare_rebuilt_encoder(self, encoder: torch.nn.Module) -> None:
+        """Give a rebuilt pretrained ``encoder`` the structure training added to it (nothing by default)."""
+
     def _setup_backbone(self) -> Backbone:
         """Resolve device, precision and the backbone; record the fitted attributes they define."""
         self.device_ = resolve_device(self.device)
         self.precision_ = resolve_precision(self.precision, self.device_)
         self.num_workers_ = resolve_num_workers(self.num_workers, self.device_)
-        self.base_model_ = resolve_base_model(self)
+        given = load(self.backbone) if is_saved_model_dir(self.backbone) else self.backbone
+        self.base_model_ = resolve_base_model(self, given)
         backbone = self._resolve_backbone()
         to_device(backbone.encoder, self.device_)
-        # Random initial weights, or a user module's, are not named by the identity: never share their cache.
-        unnamed = not self.pretrained or isinstance(self.backbone, torch.nn.Module)
-        self.backbone_identity_ = f"{backbone.identity}:{uuid.uuid4().hex}" if unnamed else backbone.identity
+        self.backbone_identity_ = weights_identity(backbone.identity, named=_persistence.weights_named(self))
         self.n_backbone_blocks_ = len(backbone.blocks)
         self.n_features_out_ = backbone.num_features
         self.data_config_ = backbone.data_config
@@ -90,11 +130,10 @@ class BackboneEstimator(PersistenceMixin, TransformerMixin, BaseEstimator):
         """The modality's checks of a resolved backbone against the parameters (none by default)."""
         return backbone
 
-    def _loader(self, dataset, *, shuffle: bool = False) -> torch.utils.data.DataLoader:
+    def _loader(self, dataset) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
             collate_fn=self._collate_fn(),
             num_workers=self.num_workers_,
             pin_memory=self.device_.startswith("cuda"),
@@ -110,10 +149,10 @@ class BackboneEstimator(PersistenceMixin, TransformerMixin, BaseEstimator):
         forward = encoder if prefix is None else prefix.prefix
         if not (use_cache and self.cache):
             return self._encode(items, encoder, forward)
-        namespace = f"{self.backbone_identity_}|{self._preprocessing_key()}|{self.precision_}"
-        if prefix is not None:
-            namespace += f"|prefix:{prefix.boundary}"
-        keys = feature_keys(items, namespace, self._item_fingerprint)
+        key = EmbeddingKey(backbone=self.backbone_identity_, precision=self.precision_,
+                           prefix_boundary=None if prefix is None else prefix.boundary,
+                           **self._preprocessing_key(encoder))
+        keys = feature_keys(items, key, self._item_fingerprint)
         compute = lambda positions: self._encode([items[i] for i in positions], encoder, forward)  # noqa: E731
         return feature_cache.get_or_compute(keys, compute, self.cache_dir)
 
@@ -255,7 +294,7 @@ class EmbedderBase(BackboneEstimator):
         self._attach_encoder(backbone.encoder)
         return self
 
-    # The persistence hooks (see PersistenceMixin): the pickle and save() keep the backbone's identity
+    # The persistence hooks (see _persistence.py): the pickle and save() keep the backbone's identity
     # (and a user module's weights); nothing else is trained.
     def _without_encoder(self, state: dict) -> dict:
         return {k: v for k, v in state.items() if k != "encoder_"}

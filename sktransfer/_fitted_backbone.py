@@ -11,49 +11,28 @@ not depend on the old model's files.
 from __future__ import annotations
 
 import copy
-import json
-import os
 from typing import Any
 
 from torch import nn
 
 from ._backbones import Backbone, TextEncoder
 from ._freezing import module_blocks, timm_blocks, transformer_blocks
-from ._persistence import _fingerprint
+from ._persistence import _fingerprint, is_estimator
 
 
-def is_saved_model_dir(value: Any) -> bool:
-    """Whether ``value`` names a folder written by an sktransfer estimator's ``save``."""
-    if not isinstance(value, (str, os.PathLike)) or not os.path.isdir(value):
-        return False
-    config = os.path.join(value, "config.json")
-    if not (os.path.isfile(config) and os.path.isfile(os.path.join(value, "model.safetensors"))):
-        return False
-    try:
-        with open(config, encoding="utf-8") as f:
-            content = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    return isinstance(content, dict) and "params_not_saved" in content  # a Hugging Face folder has no such key
+def resolve_base_model(estimator, base: Any) -> Any:
+    """``base`` when it is a fitted sktransfer model that ``estimator`` can start from, else None.
 
-
-def resolve_base_model(estimator) -> Any:
-    """The fitted model ``estimator.backbone`` names (loaded from its folder if need be), or None."""
-    from ._embedding import BackboneEstimator
-    from ._persistence import load
-
-    value = estimator.backbone
-    if is_saved_model_dir(value):
-        base = load(value)
-    elif isinstance(value, BackboneEstimator):
-        if not value.__sklearn_is_fitted__():
-            raise ValueError(
-                f"backbone is an unfitted {type(value).__name__}: fit it first to start from its fine-tuned "
-                "backbone, or pass its backbone name (e.g. backbone=model.backbone) to start from the pretrained one."
-            )
-        base = value
-    else:
+    ``base`` is ``estimator.backbone``, or the model read from the folder it names: saved folders are
+    read by the estimator layer, above this one.
+    """
+    if not is_estimator(base):
         return None
+    if not base.__sklearn_is_fitted__():
+        raise ValueError(
+            f"backbone is an unfitted {type(base).__name__}: fit it first to start from its fine-tuned "
+            "backbone, or pass its backbone name (e.g. backbone=model.backbone) to start from the pretrained one."
+        )
     if base._modality != estimator._modality:
         raise ValueError(
             f"backbone is a fitted {type(base).__name__}, a model of {base._modality} inputs; "
@@ -100,5 +79,4 @@ def backbone_from_model(base) -> Backbone:
     tuned = getattr(base, "backbone_tuned_", False)
     identity = f"fitted:{_fingerprint(encoder.state_dict())}" if tuned else base.backbone_identity_
     return Backbone(encoder=encoder, num_features=int(base.n_features_out_), blocks=_blocks(encoder),
-                    family="fitted", identity=identity, data_config=dict(base.data_config_),
-                    tokenizer=getattr(base, "tokenizer_", None))
+                    identity=identity, data_config=dict(base.data_config_), tokenizer=getattr(base, "tokenizer_", None))

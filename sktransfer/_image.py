@@ -15,8 +15,9 @@ from ._domain import DomainAdaptationMixin
 from ._embedding import BackboneEstimator, EmbedderBase
 from ._image_data import ImageDataset, build_transform, check_images
 from ._regression import RegressorTask
-from ._training import TrainableEstimator
 from ._validation import StrOptions
+
+_AUGMENT_CONSTRAINT = {"augment": [StrOptions({"light", "standard"}), callable, None]}
 
 
 @dataclass(repr=False, eq=False, kw_only=True)
@@ -37,11 +38,15 @@ class _ImageInput(BackboneEstimator):
     def _collate_fn(self):
         return None
 
-    def _preprocessing_key(self) -> str:
-        return repr(sorted(self.data_config_.items()))
+    def _preprocessing_key(self, encoder) -> dict[str, str]:
+        """This modality's fields of the :class:`~sktransfer._cache.EmbeddingKey`."""
+        return {"preprocessing": repr(sorted(self.data_config_.items()))}
 
     def _can_cache_prefix(self) -> bool:
         return True
+
+    def _augment(self):
+        return getattr(self, "augment", None)  # the trained image estimators' parameter; an embedder has none
 
     def _export_inputs(self, folder) -> tuple[list[str], tuple, dict]:
         return ["pixel_values"], (torch.zeros(2, *self.data_config_["input_size"]),), {"pixel_values": {0: "batch"}}
@@ -51,15 +56,6 @@ class _ImageInput(BackboneEstimator):
         tags.input_tags.two_d_array = False
         return tags
 
-
-@dataclass(repr=False, eq=False, kw_only=True)
-class _ImageTraining(_ImageInput, TrainableEstimator):
-    augment: Any = None
-
-    _parameter_constraints = {"augment": [StrOptions({"light", "standard"}), callable, None]}
-
-    def _augment(self):
-        return self.augment
 
 
 @document(
@@ -71,8 +67,7 @@ class _ImageTraining(_ImageInput, TrainableEstimator):
 >>> rng = np.random.default_rng(0)
 >>> X = rng.integers(0, 255, size=(8, 32, 32, 3), dtype=np.uint8)
 >>> y = ["cat", "dog"] * 4
->>> clf = PretrainedImageClassifier(backbone="test_efficientnet", pretrained=False,
-...                                 max_epochs=2, random_state=0)
+>>> clf = PretrainedImageClassifier(backbone="test_efficientnet", pretrained=False, random_state=0)
 >>> clf.fit(X, y).predict(X[:2]).shape
 (2,)
 >>> clf.classes_.tolist()
@@ -81,8 +76,12 @@ class _ImageTraining(_ImageInput, TrainableEstimator):
 (2, 256)""",
 )
 @dataclass(repr=False, eq=False, kw_only=True)
-class PretrainedImageClassifier(_ImageTraining, DistillationMixin, DomainAdaptationMixin, ClassifierTask):
+class PretrainedImageClassifier(_ImageInput, DistillationMixin, DomainAdaptationMixin, ClassifierTask):
     """Image classifier on a pretrained backbone with a new head, trained with skorch."""
+
+    augment: Any = None
+
+    _parameter_constraints = _AUGMENT_CONSTRAINT
 
 
 @document(
@@ -94,14 +93,17 @@ class PretrainedImageClassifier(_ImageTraining, DistillationMixin, DomainAdaptat
 >>> rng = np.random.default_rng(0)
 >>> X = rng.integers(0, 255, size=(8, 32, 32, 3), dtype=np.uint8)
 >>> y = X.mean(axis=(1, 2, 3)) / 255
->>> reg = PretrainedImageRegressor(backbone="test_efficientnet", pretrained=False,
-...                                max_epochs=2, random_state=0)
+>>> reg = PretrainedImageRegressor(backbone="test_efficientnet", pretrained=False, random_state=0)
 >>> reg.fit(X, y).predict(X[:2]).shape
 (2,)""",
 )
 @dataclass(repr=False, eq=False, kw_only=True)
-class PretrainedImageRegressor(_ImageTraining, RegressorTask):
+class PretrainedImageRegressor(_ImageInput, RegressorTask):
     """Image regressor on a pretrained backbone with a new head, trained with skorch."""
+
+    augment: Any = None
+
+    _parameter_constraints = _AUGMENT_CONSTRAINT
 
 
 @document(

@@ -7,11 +7,17 @@ fingerprint of the rest makes sure the rebuilt backbone is the one trained on. A
 backbone cannot be rebuilt from a name, so all of its weights are stored.
 
 :func:`load` reads data, never code: ``config.json`` may only name one of sktransfer's own estimator
-classes, and is checked whole (JSON, keys, class, parameter names) before anything is built from it.
+classes (they register themselves, :func:`register_estimator`), and is checked whole (JSON, keys, class,
+parameter names) before anything is built from it. Nor does it trust the folder beyond the model:
+it never reaches the network (a backbone not available locally raises), the estimator's
+``backbone_identity_`` (which names its embeddings in the process-wide feature cache) comes from the
+weights it loaded, never from the file, and no folder decides where predictions write (``cache_dir`` is
+not saved: pass it to :func:`load`).
 """
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import os
@@ -24,13 +30,38 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._cache import weights_identity
 from ._device import resolve_device, resolve_num_workers, resolve_precision
 
 _CONFIG = "config.json"
 _WEIGHTS = "model.safetensors"
 _VERSIONED = ("sktransfer", "torch", "timm", "transformers", "skorch", "scikit-learn", "safetensors")
-_NOT_SAVED = {"net_", "encoder_", "history_", "tokenizer_", "device_", "precision_", "num_workers_", "base_model_"}
+_NOT_SAVED = {"net_", "encoder_", "history_", "tokenizer_", "device_", "precision_", "num_workers_", "base_model_",
+              "backbone_identity_"}
+_PARAMS_NOT_SAVED = {"cache_dir"}  # where predict writes: the caller decides it, never a folder
 _BASE = "base"  # the sub-folder that holds the fitted model a model started from (sequential transfer)
+_ESTIMATORS: dict[str, type] = {}  # the classes load() builds, by name: filled by register_estimator
+_LOADING = contextvars.ContextVar("sktransfer_loading", default=False)
+
+
+def loading() -> bool:
+    """Whether :func:`load` is running in this thread: backbones then resolve from local files only."""
+    return _LOADING.get()
+
+
+def is_saved_model_dir(value: Any) -> bool:
+    """Whether ``value`` names a folder written by an sktransfer estimator's ``save``."""
+    if not isinstance(value, (str, os.PathLike)) or not os.path.isdir(value):
+        return False
+    config = os.path.join(value, _CONFIG)
+    if not (os.path.isfile(config) and os.path.isfile(os.path.join(value, _WEIGHTS))):
+        return False
+    try:
+        with open(config, encoding="utf-8") as f:
+            content = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(content, dict) and "params_not_saved" in content  # a Hugging Face folder has no such key
 
 
 def _versions() -> dict[str, str | None]:
@@ -85,126 +116,131 @@ def _json_able(value: Any) -> bool:
     return True
 
 
-class PersistenceMixin:
-    """Pickling, ``save`` and :func:`load` for every sktransfer estimator.
+def register_estimator(cls: type) -> None:
+    """Record ``cls`` as one of the classes :func:`load` may build: every public sktransfer estimator with an
+    input modality (``_modality``) calls this from ``__init_subclass__``."""
+    if not cls.__name__.startswith("_") and hasattr(cls, "_modality") and cls.__module__.startswith(f"{__package__}."):
+        _ESTIMATORS[cls.__name__] = cls
 
-    Hooks of the estimator: ``_fitted_encoder()``, ``_without_encoder(state)`` (the pickled state
-    minus the encoder), ``_attach_encoder(encoder)``, ``_head_state()`` and ``_restore(encoder, head,
-    history)``; ``_prepare_rebuilt_encoder(encoder)`` re-adds what training added (adapters).
-    """
 
-    _training_only_params: tuple = ()  # parameters only fit reads (a distillation teacher): save() writes None
+def is_estimator(value: Any) -> bool:
+    """Whether ``value`` is an sktransfer estimator (an instance of a registered class)."""
+    return isinstance(value, tuple(_ESTIMATORS.values()))
 
-    # ------------------------------------------------------ encoder state
-    def _rebuildable(self) -> bool:
-        """Whether the pretrained backbone can be rebuilt: from its name, or from the fitted model it started from."""
-        return isinstance(self.backbone, (str, os.PathLike)) or getattr(self, "base_model_", None) is not None
 
-    def _encoder_parts(self, encoder: nn.Module) -> tuple[dict[str, torch.Tensor], str | None]:
-        """The encoder state to store, and the fingerprint of what is left out (None: nothing is)."""
-        state = encoder.state_dict()
-        frozen = {n for n, p in encoder.named_parameters() if not p.requires_grad} if self._rebuildable() else set()
-        stored = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items() if k not in frozen}
-        return stored, (_fingerprint({k: state[k] for k in frozen}) if self._rebuildable() else None)
+# The estimator hooks this module reads: ``_fitted_encoder()``, ``_without_encoder(state)`` (the pickled state
+# minus the encoder), ``_attach_encoder(encoder)``, ``_head_state()``, ``_restore(encoder, head, history)``,
+# ``_prepare_rebuilt_encoder(encoder)`` (re-adds what training added: adapters) and ``_training_only_params``
+# (parameters only fit reads, a distillation teacher: save() writes None).
 
-    def _rebuild_encoder(self, stored: dict[str, torch.Tensor], fingerprint: str | None) -> nn.Module:
-        with torch.random.fork_rng(devices=[]):  # rebuilding never draws on the caller's RNG
-            torch.manual_seed(self.backbone_seed_)
-            backbone = self._resolve_backbone()
-            encoder = backbone.encoder
-            self._prepare_rebuilt_encoder(encoder)
-        if backbone.tokenizer is not None:
-            self.tokenizer_ = backbone.tokenizer
-        state = encoder.state_dict()
-        frozen = set(state) - set(stored)
-        if fingerprint is not None and _fingerprint({k: state[k] for k in frozen}) != fingerprint:
-            raise ValueError(
-                f"The backbone {self.backbone!r} no longer gives the weights this model was trained on "
-                "(its files or library version changed). Load it where the original backbone is available."
-            )
-        encoder.load_state_dict(stored, strict=fingerprint is None)
-        for name, param in encoder.named_parameters():
-            param.requires_grad_(name not in frozen)
-        return encoder.to(self.device_).eval()
 
-    def _prepare_rebuilt_encoder(self, encoder: nn.Module) -> None:
-        """Give a rebuilt pretrained ``encoder`` the structure training added to it (nothing by default)."""
+def rebuildable(estimator) -> bool:
+    """Whether the pretrained backbone can be rebuilt: from its name, or from the fitted model it started from."""
+    return isinstance(estimator.backbone, (str, os.PathLike)) or getattr(estimator, "base_model_", None) is not None
 
-    # ------------------------------------------------------------ pickle
-    def __getstate__(self) -> dict:
-        state = dict(super().__getstate__())  # a copy: object.__getstate__ may return __dict__ itself
-        if not (self._rebuildable() and self.__sklearn_is_fitted__()):
-            return state
-        state["_encoder_state"] = self._encoder_parts(self._fitted_encoder())
-        return self._without_encoder(state)
 
-    def __setstate__(self, state: dict) -> None:
-        encoder_state = state.pop("_encoder_state", None)
-        super().__setstate__(state)
-        if str(getattr(self, "device_", "cpu")).startswith("cuda") and not torch.cuda.is_available():
-            self.device_, self.num_workers_ = "cpu", 0
-            self.precision_ = "fp32" if self.precision_ == "fp16" else self.precision_
-        if encoder_state is not None:
-            self._attach_encoder(self._rebuild_encoder(*encoder_state))
+def weights_named(estimator) -> bool:
+    """Whether the backbone's identity names its initial weights: pretrained ones, from a name or a fitted
+    model (random weights and a user's module are not)."""
+    return estimator.pretrained and not isinstance(estimator.backbone, nn.Module)
 
-    # --------------------------------------------------------- save/load
-    def save(self, path: str | os.PathLike) -> Path:
-        """Save the fitted estimator to a directory: ``model.safetensors`` weights and ``config.json``.
 
-        Only the backbone parameters that training changed (and the head) are written when the
-        backbone is named by a string (it is rebuilt from its name on load); a user ``nn.Module``
-        backbone is written in full. Read the directory back with :func:`sktransfer.load`.
+def _encoder_parts(estimator, encoder: nn.Module) -> tuple[dict[str, torch.Tensor], str | None]:
+    """The encoder state to store, and the fingerprint of what is left out (None: nothing is)."""
+    state = encoder.state_dict()
+    named = rebuildable(estimator)
+    frozen = {n for n, p in encoder.named_parameters() if not p.requires_grad} if named else set()
+    stored = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items() if k not in frozen}
+    return stored, (_fingerprint({k: state[k] for k in frozen}) if named else None)
 
-        Parameters
-        ----------
-        path : str or path-like
-            Directory to create (or overwrite files in).
 
-        Returns
-        -------
-        path : Path
-            The directory.
-        """
-        from safetensors.torch import save_file
-        from sklearn.utils.validation import check_is_fitted
+def _rebuild_encoder(estimator, stored: dict[str, torch.Tensor], fingerprint: str | None) -> tuple[nn.Module, str]:
+    """The encoder rebuilt with the ``stored`` tensors, and the identity of the weights it then holds."""
+    with torch.random.fork_rng(devices=[]):  # rebuilding never draws on the caller's RNG
+        torch.manual_seed(estimator.backbone_seed_)
+        backbone = estimator._resolve_backbone()
+        encoder = backbone.encoder
+        estimator._prepare_rebuilt_encoder(encoder)
+    if backbone.tokenizer is not None:
+        estimator.tokenizer_ = backbone.tokenizer
+    state = encoder.state_dict()
+    frozen = set(state) - set(stored)
+    if fingerprint is not None and _fingerprint({k: state[k] for k in frozen}) != fingerprint:
+        raise ValueError(
+            f"The backbone {estimator.backbone!r} no longer gives the weights this model was trained on "
+            "(its files or library version changed). Load it where the original backbone is available."
+        )
+    # The backbone's name stands for the weights only where the stored tensors change none of them.
+    pristine = fingerprint is not None and all(torch.equal(state[k], v) for k, v in stored.items() if k in state)
+    encoder.load_state_dict(stored, strict=fingerprint is None)
+    for name, param in encoder.named_parameters():
+        param.requires_grad_(name not in frozen)
+    identity = weights_identity(backbone.identity, named=pristine and weights_named(estimator))
+    return encoder.to(estimator.device_).eval(), identity
 
-        check_is_fitted(self)
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        stored, fingerprint = self._encoder_parts(self._fitted_encoder())
-        tensors = {f"encoder.{k}": v for k, v in stored.items()}
-        head = self._head_state()
-        tensors.update({f"head.{k}": v.detach().to("cpu", copy=True).contiguous() for k, v in head.items()})
-        save_file(tensors, str(path / _WEIGHTS))
-        params = self.get_params(deep=False)
-        params.update(dict.fromkeys(self._training_only_params))  # so that load() needs no teacher
-        base = getattr(self, "base_model_", None)
-        if base is not None:
-            base.save(path / _BASE)
-            if params["backbone"] is base:
-                params.pop("backbone")  # load() passes the model read back from the sub-folder
-        fitted = {k: v for k, v in vars(self).items() if _is_fitted_name(k) and k not in _NOT_SAVED}
-        history = list(getattr(self, "history_", []))
-        config = {
-            "class": type(self).__name__,
-            "params": {k: _to_json(v) for k, v in params.items() if _json_able(v)},
-            "params_not_saved": sorted(k for k, v in params.items() if not _json_able(v)),
-            "fitted": {k: _to_json(v) for k, v in fitted.items()},
-            "history": _to_json(history) if _json_able(history) else [],
-            "encoder_fingerprint": fingerprint,
-            "base": None if base is None else _BASE,
-            "versions": _versions(),
-        }
-        (path / _CONFIG).write_text(json.dumps(config, indent=1))
-        return path
 
-    def _load_weights(self, tensors: dict[str, torch.Tensor], fingerprint: str | None, history: list) -> None:
-        self.device_ = resolve_device(self.device)
-        self.precision_ = resolve_precision(self.precision, self.device_)
-        self.num_workers_ = resolve_num_workers(self.num_workers, self.device_)
-        encoder = self._rebuild_encoder({k[8:]: v for k, v in tensors.items() if k.startswith("encoder.")}, fingerprint)
-        with torch.random.fork_rng(devices=[]):
-            self._restore(encoder, {k[5:]: v for k, v in tensors.items() if k.startswith("head.")}, history)
+def pickled_state(estimator, state: dict) -> dict:
+    """The state to pickle: ``state`` (a copy of the estimator's) without what the backbone's name rebuilds."""
+    if not (rebuildable(estimator) and estimator.__sklearn_is_fitted__()):
+        return state
+    state["_encoder_state"] = _encoder_parts(estimator, estimator._fitted_encoder())
+    return estimator._without_encoder(state)
+
+
+def unpickled(estimator, encoder_state: tuple | None) -> None:
+    """Finish unpickling: fall back to the CPU without CUDA, and rebuild the encoder that was left out."""
+    if str(getattr(estimator, "device_", "cpu")).startswith("cuda") and not torch.cuda.is_available():
+        estimator.device_, estimator.num_workers_ = "cpu", 0
+        estimator.precision_ = "fp32" if estimator.precision_ == "fp16" else estimator.precision_
+    if encoder_state is not None:
+        encoder, _ = _rebuild_encoder(estimator, *encoder_state)  # a pickle is code, trusted: it keeps its identity
+        estimator._attach_encoder(encoder)
+
+
+def save(estimator, path: str | os.PathLike) -> Path:
+    """Write the fitted ``estimator`` to the directory ``path`` (see the estimators' ``save``)."""
+    from safetensors.torch import save_file
+    from sklearn.utils.validation import check_is_fitted
+
+    check_is_fitted(estimator)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    stored, fingerprint = _encoder_parts(estimator, estimator._fitted_encoder())
+    tensors = {f"encoder.{k}": v for k, v in stored.items()}
+    head = estimator._head_state()
+    tensors.update({f"head.{k}": v.detach().to("cpu", copy=True).contiguous() for k, v in head.items()})
+    save_file(tensors, str(path / _WEIGHTS))
+    params = {k: v for k, v in estimator.get_params(deep=False).items() if k not in _PARAMS_NOT_SAVED}
+    params.update(dict.fromkeys(estimator._training_only_params))  # so that load() needs no teacher
+    base = getattr(estimator, "base_model_", None)
+    if base is not None:
+        base.save(path / _BASE)
+        if params["backbone"] is base:
+            params.pop("backbone")  # load() passes the model read back from the sub-folder
+    fitted = {k: v for k, v in vars(estimator).items() if _is_fitted_name(k) and k not in _NOT_SAVED}
+    history = list(getattr(estimator, "history_", []))
+    config = {
+        "class": type(estimator).__name__,
+        "params": {k: _to_json(v) for k, v in params.items() if _json_able(v)},
+        "params_not_saved": sorted(k for k, v in params.items() if not _json_able(v)),
+        "fitted": {k: _to_json(v) for k, v in fitted.items()},
+        "history": _to_json(history) if _json_able(history) else [],
+        "encoder_fingerprint": fingerprint,
+        "base": None if base is None else _BASE,
+        "versions": _versions(),
+    }
+    (path / _CONFIG).write_text(json.dumps(config, indent=1))
+    return path
+
+
+def _load_weights(estimator, tensors: dict[str, torch.Tensor], fingerprint: str | None, history: list) -> None:
+    estimator.device_ = resolve_device(estimator.device)
+    estimator.precision_ = resolve_precision(estimator.precision, estimator.device_)
+    estimator.num_workers_ = resolve_num_workers(estimator.num_workers, estimator.device_)
+    encoder, estimator.backbone_identity_ = _rebuild_encoder(
+        estimator, {k[8:]: v for k, v in tensors.items() if k.startswith("encoder.")}, fingerprint)
+    with torch.random.fork_rng(devices=[]):
+        estimator._restore(encoder, {k[5:]: v for k, v in tensors.items() if k.startswith("head.")}, history)
 
 
 def _is_fitted_name(name: str) -> bool:
@@ -225,7 +261,6 @@ def _read_config(path: Path) -> dict:
         raise ValueError(f"{str(file)!r} is not valid JSON ({err}); it was not written by save().") from err
     if not isinstance(config, dict):
         raise ValueError(f"{str(file)!r} must hold a JSON object, got {type(config).__name__}.")
-    config.setdefault("base", None)  # absent from folders written before sequential transfer
     for key, kind in {**_CONFIG_KEYS, "encoder_fingerprint": (str, type(None)), "base": (str, type(None))}.items():
         if key not in config:
             raise ValueError(f"{str(file)!r} has no {key!r} entry; it was not written by save() or was edited.")
@@ -233,6 +268,10 @@ def _read_config(path: Path) -> dict:
             raise ValueError(f"{str(file)!r}: the {key!r} entry has the wrong type ({type(config[key]).__name__}).")
     if config["base"] not in (None, _BASE):
         raise ValueError(f"{str(file)!r}: the 'base' entry must be {_BASE!r} or null; the file was edited.")
+    where = sorted(_PARAMS_NOT_SAVED & {*config["params"], *config["params_not_saved"]})
+    if where:
+        raise ValueError(f"{str(file)!r} sets {where}, which save() never writes: load() never writes where a file "
+                         "says; pass cache_dir= to load() to keep embeddings on disk.")
     bad = [k for k in config["fitted"] if not _is_fitted_name(k) or k in _NOT_SAVED]
     if bad or not all(isinstance(k, str) for k in config["params_not_saved"]):
         raise ValueError(f"{str(file)!r}: unexpected fitted attribute names {bad[:5]}; the file was edited.")
@@ -241,18 +280,12 @@ def _read_config(path: Path) -> dict:
 
 def _estimator_class(name: str, file: Path) -> type:
     """One of sktransfer's own estimator classes, by name; nothing is imported for a name it does not know."""
-    from . import _image, _text
-
-    classes = [cls for module in (_image, _text) for cls in vars(module).values()
-               if isinstance(cls, type) and issubclass(cls, PersistenceMixin) and not cls.__name__.startswith("_")]
-    # The bare class name; or, as older versions wrote it, the class's own module and name.
-    known = {cls.__name__: cls for cls in classes} | {f"{cls.__module__}.{cls.__qualname__}": cls for cls in classes}
-    if name not in known:
+    if name not in _ESTIMATORS:
         raise ValueError(
             f"{str(file)!r} names the class {name!r}, which is not an sktransfer estimator; load() only builds "
-            f"{sorted(cls.__name__ for cls in classes)}."
+            f"{sorted(_ESTIMATORS)}."
         )
-    return known[name]
+    return _ESTIMATORS[name]
 
 
 def load(path: str | os.PathLike, **params: Any):
@@ -262,13 +295,20 @@ def load(path: str | os.PathLike, **params: Any):
     anything is imported or constructed from it, and a malformed file, an unknown class, unknown
     parameters or weights that do not fit the model raise a ``ValueError`` that names the file.
 
+    Loading never reaches the network: the backbone the folder names must be available locally
+    (packaged with sktransfer, in the local Hugging Face or torch hub cache, or a local directory),
+    else a ``ValueError`` says so. The estimator's ``backbone_identity_``, which names its embeddings
+    in the process-wide feature cache, is derived from the weights loaded, never read from the file.
+    The folder never says where embeddings are written: ``cache_dir`` is the caller's to pass.
+
     Parameters
     ----------
     path : str or path-like
         The directory ``save`` wrote.
     **params
         Constructor parameters to set: required for those that could not be saved as JSON (a user
-        ``nn.Module`` backbone, a callable ``augment``), optional for others (e.g. ``device="cpu"``).
+        ``nn.Module`` backbone, a callable ``augment``), optional for others (e.g. ``device="cpu"``,
+        ``cache_dir=``, or ``backbone=`` a local directory holding the same pretrained weights).
 
     Returns
     -------
@@ -299,13 +339,16 @@ def load(path: str | os.PathLike, **params: Any):
     if base is not None and "backbone" not in config["params"]:
         params.setdefault("backbone", base)
     estimator = cls(**{**{k: _from_json(v) for k, v in config["params"].items()}, **params})
+    token = _LOADING.set(True)
     try:
         if base is not None:
             estimator.base_model_ = base
         estimator._validate()
         tensors = load_file(str(path / _WEIGHTS))
         estimator.__dict__.update({k: _from_json(v) for k, v in config["fitted"].items()})
-        estimator._load_weights(tensors, config["encoder_fingerprint"], _from_json(config["history"]))
+        _load_weights(estimator, tensors, config["encoder_fingerprint"], _from_json(config["history"]))
     except (SafetensorError, KeyError, AttributeError, TypeError, RuntimeError, ValueError) as err:
         raise ValueError(f"Cannot load the model in {str(path)!r}: {type(err).__name__}: {err}") from err
+    finally:
+        _LOADING.reset(token)
     return estimator

@@ -50,8 +50,10 @@ class _TextInput(BackboneEstimator):
     def _collate_fn(self):
         return TextCollator(self.tokenizer_, self.max_length)
 
-    def _preprocessing_key(self) -> str:
-        return f"max_length={self.max_length}"
+    def _preprocessing_key(self, encoder) -> dict[str, str]:
+        """This modality's fields of the :class:`~sktransfer._cache.EmbeddingKey`; the pooling is the encoder's,
+        which computes the embeddings (``set_params`` may have changed the parameter since)."""
+        return {"preprocessing": f"max_length={self.max_length}", "pooling": encoder.pooling}
 
     def _inference_order(self, items: list) -> np.ndarray:
         return np.argsort([len(text) for text in items], kind="stable")
@@ -82,7 +84,7 @@ class _TextInput(BackboneEstimator):
 >>> from sktransfer import PretrainedTextClassifier
 >>> X = ["a wonderful film", "great acting", "dull and boring", "a waste of time"] * 3
 >>> y = ["pos", "pos", "neg", "neg"] * 3
->>> clf = PretrainedTextClassifier(max_epochs=20, random_state=0).fit(X, y)
+>>> clf = PretrainedTextClassifier(random_state=0).fit(X, y)
 >>> clf.predict(["great film", "boring"]).tolist()
 ['pos', 'neg']
 >>> clf.transform(["great film"]).shape  # the backbone's embeddings
@@ -100,7 +102,7 @@ class PretrainedTextClassifier(_TextInput, DistillationMixin, DomainAdaptationMi
 >>> from sktransfer import PretrainedTextRegressor
 >>> X = ["a wonderful film", "great acting", "dull and boring", "a waste of time"] * 3
 >>> y = [4.5, 4.0, 1.5, 1.0] * 3
->>> reg = PretrainedTextRegressor(max_epochs=5, random_state=0).fit(X, y)
+>>> reg = PretrainedTextRegressor(random_state=0).fit(X, y)
 >>> reg.predict(["great film", "boring"]).shape
 (2,)""",
 )

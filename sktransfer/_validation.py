@@ -3,7 +3,7 @@
 Each estimator class declares the constraints of the parameters it adds in a class attribute
 ``_parameter_constraints``; :func:`validate_params` merges them along the class hierarchy, so a
 subclass that adds a parameter adds its constraint beside it (a parameter without one is not
-checked). This is the one module that touches scikit-learn's private ``_param_validation``.
+checked). scikit-learn's private validation helpers come through :mod:`sktransfer._sklearn_compat`.
 """
 
 from __future__ import annotations
@@ -12,12 +12,8 @@ import re
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.utils._param_validation import (
-    Interval,
-    InvalidParameterError,
-    StrOptions,
-    validate_parameter_constraints,
-)
+
+from ._sklearn_compat import Interval, InvalidParameterError, StrOptions, validate_parameter_constraints
 
 __all__ = ["Interval", "StrOptions", "check_device", "fraction", "positive_int", "positive_real", "validate_params"]
 

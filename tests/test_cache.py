@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import numpy as np
@@ -10,9 +11,16 @@ from PIL import Image
 from sklearn.model_selection import GridSearchCV
 
 import _counting
-from sktransfer import PretrainedImageClassifier, PretrainedImageEmbedder, PretrainedTextClassifier, feature_cache
+from conftest import force_raw_stage
+from sktransfer import (
+    PretrainedImageClassifier,
+    PretrainedImageEmbedder,
+    PretrainedTextClassifier,
+    PretrainedTextEmbedder,
+    feature_cache,
+)
 from sktransfer._backbones import ImageEncoder, TextEncoder
-from sktransfer._cache import FeatureCache
+from sktransfer._cache import EmbeddingKey, FeatureCache, feature_keys
 
 
 @pytest.fixture
@@ -40,14 +48,27 @@ def unique_texts(text_data):
     return [f"{text} {tag} {i}" for i, text in enumerate(X)], y
 
 
-def test_cached_fit_predicts_as_the_uncached_fit(image_data, tiny_image_params):
+@pytest.mark.parametrize("head", [{"head_hidden": (8,), "dropout": 0.1, "max_epochs": 3}, {"C": None, "max_epochs": 3},
+                                  {}, {"C": "cv"}, {"C": 0.5}, {"label_smoothing": 0.1}])
+def test_cache_on_and_off_give_the_same_model(image_data, tiny_image_params, head, monkeypatch):
     X, y = image_data
-    params = {**tiny_image_params, "max_epochs": 3, "head_hidden": (8,), "dropout": 0.1}
+    params = {**tiny_image_params, **head}
     cached = PretrainedImageClassifier(**params).fit(X, y)
     uncached = PretrainedImageClassifier(**params, cache=False).fit(X, y)
-    assert cached.features_cached_ and not uncached.features_cached_
-    np.testing.assert_allclose(cached.predict_proba(X), uncached.predict_proba(X), atol=1e-5)
-    np.testing.assert_array_equal(cached.predict(X), uncached.predict(X))
+    np.testing.assert_allclose(cached.predict_proba(X), uncached.predict_proba(X), atol=1e-6)
+    force_raw_stage(monkeypatch)  # the backbone runs at every step: precomputing is only an optimisation
+    plain = PretrainedImageClassifier(**params).fit(X, y)
+    assert cached.features_cached_ and uncached.features_cached_ and not plain.features_cached_
+    if cached.C_ is None:  # the converged head needs the embeddings; the reference trains by epochs
+        np.testing.assert_allclose(cached.predict_proba(X), plain.predict_proba(X), atol=1e-5)
+
+
+def test_cache_on_and_off_give_the_same_text_model(unique_texts, tiny_text_params):
+    X, y = unique_texts
+    for head in ({}, {"C": None}, {"head_hidden": (4,)}):
+        cached = PretrainedTextClassifier(**tiny_text_params, **head).fit(X, y)
+        uncached = PretrainedTextClassifier(**tiny_text_params, **head, cache=False).fit(X, y)
+        np.testing.assert_allclose(cached.predict_proba(X), uncached.predict_proba(X), atol=1e-6)
 
 
 def test_rewritten_image_file_is_embedded_again(tmp_path, forward_items):
@@ -83,13 +104,17 @@ def test_features_are_computed_once_across_epochs(unique_texts, tiny_text_params
     PretrainedTextClassifier(**{**tiny_text_params, "max_epochs": 4}).fit(X, y)
     assert sum(forward_items) == len(X)
     forward_items.clear()
-    PretrainedTextClassifier(**{**tiny_text_params, "max_epochs": 4}, cache=False).fit(X, y)
-    assert sum(forward_items) >= 4 * len(X)  # without the cache: every epoch runs the backbone
+    PretrainedTextClassifier(**{**tiny_text_params, "max_epochs": 4}, C=None).fit(X, y)
+    assert sum(forward_items) == 0  # served from the cache
+    PretrainedTextClassifier(**{**tiny_text_params, "max_epochs": 4}, C=None, cache=False).fit(X, y)
+    PretrainedTextClassifier(**{**tiny_text_params, "max_epochs": 4}, C=None, cache=False).fit(X, y)
+    assert sum(forward_items) == 2 * len(X)  # without the cache: once per fit, never kept for the next
 
 
 def test_grid_search_computes_each_embedding_once(unique_texts, tiny_text_params, forward_items):
     X, y = unique_texts
-    search = GridSearchCV(PretrainedTextClassifier(**tiny_text_params), {"lr": [1e-3, 1e-2], "dropout": [0.0, 0.2]},
+    grid = {"lr": [1e-3, 1e-2], "dropout": [0.0, 0.2]}  # C=None: the head trains by epochs, where these matter
+    search = GridSearchCV(PretrainedTextClassifier(**tiny_text_params, C=None), grid,
                           cv=3, n_jobs=1).fit(X, y)
     assert len(search.cv_results_["params"]) == 4
     assert sum(forward_items) == len(X)  # 12 fits, 2 epochs each, 12 scorings, one refit: one pass
@@ -133,3 +158,65 @@ def test_cache_false_turns_it_off(image_data, forward_items):
     embedder = PretrainedImageEmbedder(backbone="test_efficientnet", pretrained=False, cache=False).fit(X)
     np.testing.assert_allclose(embedder.transform(X), embedder.transform(X))
     assert sum(forward_items) == 8 and len(feature_cache) == n_stored
+
+
+KEY = EmbeddingKey(backbone="hf:model:True", preprocessing="max_length=16", precision="fp32", pooling="mean")
+OTHER_VALUES = {"backbone": "fitted:0123", "preprocessing": "max_length=8", "precision": "bf16", "pooling": "cls",
+                "prefix_boundary": "model.blocks.1"}
+
+
+def test_every_field_of_the_key_has_a_case_below():
+    assert {field.name for field in dataclasses.fields(EmbeddingKey)} == set(OTHER_VALUES)
+
+
+@pytest.mark.parametrize("field", sorted(OTHER_VALUES))
+def test_changing_any_field_of_the_key_changes_every_item_key(field):
+    changed = dataclasses.replace(KEY, **{field: OTHER_VALUES[field]})
+    items = ["a text", "another text"]
+    assert changed.namespace() != KEY.namespace()
+    assert not set(feature_keys(items, changed, str)) & set(feature_keys(items, KEY, str))
+    assert feature_keys(items, dataclasses.replace(changed), str) == feature_keys(items, changed, str)
+
+
+@pytest.fixture
+def embedding_keys(monkeypatch) -> list[EmbeddingKey]:
+    """Every EmbeddingKey the estimators look embeddings up under, in order."""
+    import sktransfer._embedding
+
+    keys: list[EmbeddingKey] = []
+    real = sktransfer._embedding.feature_keys
+
+    def spy(items, key, *args):
+        keys.append(key)
+        return real(items, key, *args)
+
+    monkeypatch.setattr(sktransfer._embedding, "feature_keys", spy)
+    return keys
+
+
+@pytest.mark.parametrize("change, field", [({"pooling": "cls"}, "pooling"), ({"max_length": 8}, "preprocessing"),
+                                           ({"keep_blocks": 2}, "backbone"), ({"precision": "bf16"}, "precision")])
+def test_the_embedders_key_follows_each_parameter_that_changes_an_embedding(text_data, tiny_bert_dir, embedding_keys,
+                                                                            change, field):
+    params = {"backbone": tiny_bert_dir, "max_length": 16}
+    X = text_data[0][:3]
+    PretrainedTextEmbedder(**params).fit(X).transform(X)
+    PretrainedTextEmbedder(**{**params, **change}).fit(X).transform(X)
+    before, after = embedding_keys
+    assert getattr(before, field) != getattr(after, field)
+
+
+def test_cls_and_mean_pooling_on_the_same_fitted_backbone_embed_differently(unique_texts, tiny_text_params):
+    # Regression: the key once named the fitted model's backbone but not the new model's pooling, so the second
+    # embedder (and a classifier's head) got the first one's mean-pooled embeddings from the cache.
+    X, y = unique_texts
+    fitted = PretrainedTextClassifier(**tiny_text_params).fit(X, y)
+    params = {"backbone": fitted, "max_length": 16}
+    mean = PretrainedTextEmbedder(**params, pooling="mean").fit(X).transform(X)
+    cls = PretrainedTextEmbedder(**params, pooling="cls").fit(X).transform(X)
+    assert not np.allclose(mean, cls)
+    np.testing.assert_allclose(cls, PretrainedTextEmbedder(**params, pooling="cls", cache=False).fit(X).transform(X),
+                               atol=1e-6)
+    on_cls = {**tiny_text_params, "backbone": fitted, "pooling": "cls"}
+    np.testing.assert_allclose(PretrainedTextClassifier(**on_cls).fit(X, y).predict_proba(X),
+                               PretrainedTextClassifier(**on_cls, cache=False).fit(X, y).predict_proba(X), atol=1e-6)

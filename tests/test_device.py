@@ -44,11 +44,6 @@ def test_bf16_autocast_on_cpu_fits_and_predicts(tiny_image_params, image_data, m
     assert set(clf.predict(X)) <= {"dark", "light"}
 
 
-def test_fp16_on_cpu_is_a_clear_error(tiny_image_params, image_data):
-    with pytest.raises(ValueError, match="precision='fp16' needs a CUDA device"):
-        PretrainedImageClassifier(**tiny_image_params, precision="fp16", device="cpu").fit(*image_data)
-
-
 def test_auto_precision_is_fp32_on_cpu(tiny_image_params, image_data):
     assert resolve_precision("auto", "cpu") == "fp32"
     clf = PretrainedImageClassifier(**{**tiny_image_params, "max_epochs": 1}, device="cpu").fit(*image_data)
@@ -121,7 +116,7 @@ def test_text_training_batches_group_similar_lengths(tiny_text_params, monkeypat
 # ------------------------------------------------------------- OOM retry
 def test_out_of_memory_halves_the_micro_batch(tiny_text_params, text_data, monkeypatch):
     X, y = text_data
-    params = {**tiny_text_params, "cache": False, "batch_size": 8, "max_epochs": 1}
+    params = {**tiny_text_params, "cache": False, "batch_size": 8, "max_epochs": 1, "C": None}  # trained by epochs
     reference = PretrainedTextClassifier(**params, grad_accum_steps=2).fit(X, y)
     forward = TransferModule.forward
 
@@ -239,8 +234,6 @@ def test_compile_is_passed_to_skorch_and_the_fitted_module_is_plain(tiny_image_p
     assert clf.net_.compile is True and any(isinstance(m, TransferModule) for m in compiled)
     assert type(clf.net_.module_) is TransferModule and not isinstance(clf.net_.criterion_, Compiled)
     pickle.loads(pickle.dumps(clf)).predict(image_data[0])
-    with pytest.raises(ValueError, match="compile"):
-        PretrainedImageClassifier(**tiny_image_params, compile="yes").fit(*image_data)
 
 
 # --------------------------------------------------------- memory hygiene

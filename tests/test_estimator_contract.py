@@ -1,4 +1,5 @@
-"""The scikit-learn estimator contract, for the image and the text classifier alike."""
+"""The scikit-learn estimator contract, for the image and the text classifier alike (scikit-learn's API checks
+also for the embedders; the regressors' in test_regression_multilabel.py; misuse in test_misuse_*.py)."""
 
 from __future__ import annotations
 
@@ -7,24 +8,23 @@ import pickle
 import numpy as np
 import pytest
 from sklearn.base import clone
-from sklearn.exceptions import NotFittedError
 from sklearn.metrics import accuracy_score
 from sklearn.utils import estimator_checks
 
-from sktransfer import PretrainedImageClassifier, PretrainedTextClassifier
+from conftest import SKLEARN_API_CHECKS
+from sktransfer import (
+    PretrainedImageClassifier,
+    PretrainedImageEmbedder,
+    PretrainedTextClassifier,
+    PretrainedTextEmbedder,
+)
 
 SKLEARN_CHECKS = [
-    "check_estimator_cloneable",
-    "check_estimator_repr",
-    "check_no_attributes_set_in_init",
-    "check_get_params_invariance",
-    "check_set_params",
-    "check_parameters_default_constructible",
+    *SKLEARN_API_CHECKS,
     "check_do_not_raise_errors_in_init_or_set_params",
     "check_mixin_order",
     "check_valid_tag_types",
 ]
-ESTIMATORS = [PretrainedImageClassifier, PretrainedTextClassifier]
 MODALITIES = ["image", "text"]
 
 
@@ -66,7 +66,9 @@ def _take(X, indices):
 
 
 @pytest.mark.parametrize("check", SKLEARN_CHECKS)
-@pytest.mark.parametrize("estimator_class", ESTIMATORS, ids=["image", "text"])
+@pytest.mark.parametrize("estimator_class", [PretrainedImageClassifier, PretrainedTextClassifier,
+                                             PretrainedImageEmbedder, PretrainedTextEmbedder],
+                         ids=lambda cls: cls.__name__)
 def test_sklearn_estimator_checks(estimator_class, check):
     getattr(estimator_checks, check)(estimator_class.__name__, estimator_class())
 
@@ -151,15 +153,6 @@ def test_refit_forgets_previous_classes(case):
     assert clf.classes_.tolist() == ["alpha", "beta"]
     assert clf.predict_proba(X).shape == (len(X), 2)
     assert set(clf.predict(X).tolist()) <= {"alpha", "beta"}
-
-
-@modalities
-@pytest.mark.parametrize("method", ["predict", "predict_proba", "score"])
-def test_unfitted_estimator_raises_not_fitted(case, method):
-    cls, params, X, y, *_ = case
-    args = (X, y) if method == "score" else (X,)
-    with pytest.raises(NotFittedError):
-        getattr(cls(**params), method)(*args)
 
 
 @modalities

@@ -1,18 +1,26 @@
-"""load() reads data, never code: tampered folders raise ValueError and import or call nothing."""
+"""load() reads data, never code: tampered folders raise ValueError and import or call nothing; nor do they reach
+the network, poison the process-wide feature cache, or decide where predictions write."""
 
 from __future__ import annotations
 
 import importlib
 import json
 import pickle
+import socket
 import sys
+import uuid
 
 import numpy as np
 import pytest
 import torch
 
 import sktransfer
-from sktransfer import PretrainedImageClassifier, PretrainedImageEmbedder, PretrainedTextEmbedder
+from sktransfer import (
+    PretrainedImageClassifier,
+    PretrainedImageEmbedder,
+    PretrainedTextClassifier,
+    PretrainedTextEmbedder,
+)
 
 PROBE = "sktransfer_tamper_probe"
 
@@ -58,7 +66,8 @@ def probe(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name", [f"{PROBE}.Boom", "os.system", "subprocess.Popen", "builtins.eval",
-                                  "sktransfer.evil.PretrainedImageClassifier", "Boom"])
+                                  "sktransfer.evil.PretrainedImageClassifier", "Boom",
+                                  "sktransfer._image.PretrainedImageClassifier", "BackboneEstimator", "EmbedderBase"])
 def test_unknown_class_raises_and_imports_nothing(copy_of, probe, name):
     marker, imported = probe
     folder = copy_of(lambda c: c.update({"class": name}))
@@ -71,6 +80,7 @@ def test_unknown_class_raises_and_imports_nothing(copy_of, probe, name):
 @pytest.mark.parametrize("edit, message", [
     (lambda c: c.pop("params"), "no 'params' entry"),
     (lambda c: c.pop("class"), "no 'class' entry"),
+    (lambda c: c.pop("base"), "no 'base' entry"),
     (lambda c: c.update({"params": ["x"]}), "'params' entry has the wrong type"),
     (lambda c: c["params"].update({"__class__": "os.system"}), r"has no parameters \['__class__'\]"),
     (lambda c: c["params"].update({"batch_size": -3}), "batch_size"),
@@ -105,9 +115,11 @@ def test_weights_that_do_not_fit_raise_value_error(copy_of, tmp_path):
         sktransfer.load(folder)
 
 
-def test_legacy_qualified_class_names_still_load(copy_of, image_data):
-    folder = copy_of(lambda c: c.update({"class": "sktransfer._image.PretrainedImageClassifier"}))
-    assert sktransfer.load(folder).predict(image_data[0]).shape == (len(image_data[0]),)
+def test_load_builds_exactly_the_public_estimators():
+    from sktransfer._persistence import _ESTIMATORS
+
+    public = {name: getattr(sktransfer, name) for name in sktransfer.__all__ if name.startswith("Pretrained")}
+    assert _ESTIMATORS == public
 
 
 @pytest.mark.parametrize("kind", ["image", "text"])
@@ -153,3 +165,105 @@ def test_loading_a_lora_model_adds_its_adapters_once(text_data, tiny_bert_dir, t
     assert names == [n for n, _ in clf.net_.module_.encoder.named_parameters() if ".lora_" in n]
     assert torch.equal(before, torch.random.get_rng_state()), "loading must not draw on the global RNG"
     np.testing.assert_allclose(loaded.predict_proba(text_data[0]), clf.predict_proba(text_data[0]), atol=1e-6)
+
+
+@pytest.fixture
+def unique_texts(text_data):
+    """The toy texts, tagged so that no earlier test's cached embeddings serve them."""
+    tag = uuid.uuid4().hex
+    return [f"{text} {tag}" for text in text_data[0]], text_data[1]
+
+
+def test_a_folder_naming_a_backbone_identity_is_refused(saved, copy_of):
+    assert "backbone_identity_" not in json.loads((saved / "config.json").read_text())["fitted"]
+    folder = copy_of(lambda c: c["fitted"].update({"backbone_identity_": "timm:resnet18:True"}))
+    with pytest.raises(ValueError, match=r"unexpected fitted attribute names \['backbone_identity_'\]"):
+        sktransfer.load(folder)
+
+
+def test_tampered_weights_never_reach_other_models_through_the_cache(unique_texts, tiny_text_params, tiny_bert_dir,
+                                                                     tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from sktransfer._persistence import _fingerprint
+
+    X, y = unique_texts
+    folder = PretrainedTextClassifier(**tiny_text_params).fit(X, y).save(tmp_path / "model")
+    victim = PretrainedTextEmbedder(backbone=tiny_bert_dir, max_length=16).fit(X)
+    assert sktransfer.load(folder).backbone_identity_ == victim.backbone_identity_  # an intact model shares the cache
+    # The folder now also stores the (frozen) word embeddings, altered, with the fingerprint of the rest to match.
+    tensors = load_file(str(folder / "model.safetensors"))
+    name = "model.embeddings.word_embeddings.weight"
+    pristine = victim.encoder_.state_dict()
+    tensors[f"encoder.{name}"] = torch.randn_like(pristine[name])
+    save_file(tensors, str(folder / "model.safetensors"))
+    config = json.loads((folder / "config.json").read_text())
+    config["encoder_fingerprint"] = _fingerprint({k: v for k, v in pristine.items() if f"encoder.{k}" not in tensors})
+    (folder / "config.json").write_text(json.dumps(config))
+    tampered = sktransfer.load(folder)
+    assert tampered.backbone_identity_ != victim.backbone_identity_
+    new = [f"{text} new" for text in X]
+    poisoned = tampered.transform(new)  # first in the cache
+    honest = PretrainedTextEmbedder(backbone=tiny_bert_dir, max_length=16, cache=False).fit(new).transform(new)
+    assert not np.allclose(poisoned, honest, atol=1e-3)
+    np.testing.assert_allclose(victim.transform(new), honest, atol=1e-6)
+
+
+@pytest.fixture
+def no_network(monkeypatch, tmp_path) -> list[str]:
+    """Every attempt to reach the network (a name look-up, a connection, a hub or torch download), each refused;
+    the Hugging Face and torch hub caches are empty folders."""
+    import huggingface_hub
+
+    attempts: list[str] = []
+
+    def refuse(what):
+        def call(*args, **kwargs):
+            attempts.append(what)
+            raise OSError(f"no network in this test ({what})")
+        return call
+
+    for owner, name in [(socket, "getaddrinfo"), (socket, "create_connection"), (socket.socket, "connect"),
+                        (torch.hub, "download_url_to_file"), (huggingface_hub.file_download, "http_get")]:
+        monkeypatch.setattr(owner, name, refuse(name))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "torch-hub"))
+    return attempts
+
+
+@pytest.mark.parametrize("backbone, pretrained", [("hf-hub:some-org/some-model", False), ("resnet18", True),
+                                                  ("mobilenet_v3_small", True)])
+def test_load_never_downloads_an_image_backbone_the_file_names(copy_of, no_network, backbone, pretrained):
+    folder = copy_of(lambda c: c["params"].update({"backbone": backbone, "pretrained": pretrained}))
+    with pytest.raises(ValueError, match=rf"never downloads: it needs the backbone '{backbone}' available locally"):
+        sktransfer.load(folder)
+    assert no_network == []
+
+
+def test_load_never_downloads_a_text_backbone_the_file_names(text_data, tiny_text_params, tmp_path, no_network):
+    folder = PretrainedTextClassifier(**tiny_text_params).fit(*text_data).save(tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    config["params"]["backbone"] = "some-org/some-model"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="never downloads: it needs the backbone 'some-org/some-model' available"):
+        sktransfer.load(folder)
+    assert no_network == []
+
+
+def test_a_folder_never_says_where_predictions_write(image_data, tiny_image_params, copy_of, tmp_path):
+    X, y = image_data
+    fit_cache = tmp_path / "fit-cache"
+    folder = PretrainedImageClassifier(**tiny_image_params, cache_dir=str(fit_cache)).fit(X, y).save(tmp_path / "m")
+    assert "cache_dir" not in json.loads((folder / "config.json").read_text())["params"]
+    written = sorted(fit_cache.rglob("*.npy"))
+    loaded = sktransfer.load(folder)
+    assert loaded.cache_dir is None
+    loaded.predict(X)
+    assert sorted(fit_cache.rglob("*.npy")) == written
+    chosen = tmp_path / "chosen"
+    sktransfer.load(folder, cache_dir=str(chosen)).predict(X)
+    assert len(list(chosen.rglob("*.npy"))) == len(X)
+    evil = tmp_path / "evil"
+    with pytest.raises(ValueError, match=r"sets \['cache_dir'\].*pass cache_dir= to load\(\)"):
+        sktransfer.load(copy_of(lambda c: c["params"].update({"cache_dir": str(evil)})))
+    assert not evil.exists()

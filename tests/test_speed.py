@@ -1,6 +1,6 @@
-"""The CPU speed mechanisms keep results: preprocessing, memory format, parallel decoding, the weights cache,
-the worker thread policy and int8 quantisation (equality within stated tolerances; speeds are benchmarked,
-never asserted here: see benchmarks/inference.py)."""
+"""The CPU speed mechanisms keep results: preprocessing, memory format, parallel decoding, the weights cache and
+int8 quantisation (equality within stated tolerances; speeds are benchmarked, never asserted here: see
+benchmarks/inference.py)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,13 @@ import pytest
 import timm
 import timm.data
 import torch
-from joblib import Parallel, delayed
 from PIL import Image
 from sklearn.model_selection import GridSearchCV
 from torchvision.transforms import v2
 
 from sktransfer import PretrainedImageClassifier, PretrainedImageEmbedder, PretrainedTextEmbedder, _backbones, _image
 from sktransfer._backbones import IMAGENET_CONFIG, resolve_image_backbone, resolve_text_backbone
-from sktransfer._device import thread_policy, to_device, wants_channels_last, worker_threads
+from sktransfer._device import to_device, wants_channels_last
 from sktransfer._image_data import EvalTransform, ImageDataset, NormalizeTable, build_transform
 from sktransfer._quantize import INT8_DYNAMIC, is_quantized, quantize_int8
 from sktransfer._weights_cache import BackboneCache
@@ -229,24 +228,6 @@ def test_text_backbone_and_tokenizer_are_kept_and_copied(tiny_bert_dir, fresh_ca
     reference = resolve_text_backbone(tiny_bert_dir)
     for a, b in zip(second.encoder.parameters(), reference.encoder.parameters()):
         assert torch.equal(a, b)
-
-
-# ---------------------------------------------------------------- threads
-def test_joblib_worker_threads_compute_with_one_thread_and_the_main_thread_keeps_its_own():
-    main = torch.get_num_threads()
-
-    def threads_inside():
-        with thread_policy():
-            inside = torch.get_num_threads()
-        return inside, worker_threads()
-    results = Parallel(n_jobs=2, prefer="threads")(delayed(threads_inside)() for _ in range(4))
-    assert all(result == (1, 1) for result in results)
-    assert torch.get_num_threads() == main and worker_threads() is None
-    outside = []
-    thread = threading.Thread(target=lambda: outside.append(worker_threads()))
-    thread.start()
-    thread.join()
-    assert outside == [None]  # a thread of the user's own, not a joblib worker
 
 
 # ---------------------------------------------------------------- int8
