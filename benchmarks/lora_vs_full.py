@@ -12,6 +12,8 @@ import pickle
 import tempfile
 from pathlib import Path
 
+from sktransfer import LoRA
+
 from ._harness import (
     SHARED_DATA,
     headline,
@@ -31,11 +33,10 @@ COMMON = dict(max_epochs=3, batch_size=32, max_length=64, lr_schedule="linear", 
 EVERY_LINEAR = ["query", "key", "value", "output.dense", "intermediate.dense"]  # attention and feed-forward
 RECIPES = {
     "full fine-tuning": dict(freeze_layers="none", lr=1e-4, head_lr=1e-3),
-    "LoRA (r=8, query/key/value: the default targets)": dict(adapter="lora", lora_r=8, lora_alpha=16, lr=1e-3,
-                                                             head_lr=1e-3),
+    "LoRA (r=8, query/key/value: the default targets)": dict(adapter=LoRA(r=8, alpha=16), lr=1e-3, head_lr=1e-3),
     # LoRA fits about 25 % faster per epoch: 4 epochs take full fine-tuning's 3-epoch wall time (the same budget).
     "LoRA (r=8, every linear layer of the blocks, 4 epochs)": dict(
-        adapter="lora", lora_r=8, lora_alpha=16, lr=1e-3, head_lr=1e-3, lora_target_modules=EVERY_LINEAR,
+        adapter=LoRA(r=8, alpha=16, target_modules=EVERY_LINEAR), lr=1e-3, head_lr=1e-3,
         max_epochs=4),
 }
 
@@ -110,7 +111,7 @@ def run(quick: bool, out_dir: Path) -> Path:
         "Every recipe trains the same head; full fine-tuning trains every backbone weight, LoRA only rank-8 "
         "adapters (base weights frozen): on the attention query/key/value projections (sktransfer's default "
         "targets), or on every linear layer of the transformer blocks (attention and feed-forward, "
-        "`lora_target_modules`) for 4 epochs, which take about the wall time of full fine-tuning's 3 (the same "
+        "`LoRA(target_modules=...)`) for 4 epochs, which take about the wall time of full fine-tuning's 3 (the same "
         "budget). Sizes: the pickled "
         "estimator and the `save()` directory (the backbone itself is rebuilt from its name on load, so only "
         "the weights that training changed are stored).\n\n"

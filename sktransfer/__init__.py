@@ -1,5 +1,6 @@
 """sktransfer: pretrained deep networks as scikit-learn estimators."""
 
+from ._adapters import LoRA
 from ._cache import feature_cache
 from ._domain import merge_domains
 from ._image import PretrainedImageClassifier, PretrainedImageEmbedder, PretrainedImageRegressor
@@ -13,6 +14,7 @@ from .datasets import load_sentiment_sample
 __version__ = "0.1.0"
 
 __all__ = [
+    "LoRA",
     "PretrainedImageClassifier",
     "PretrainedImageEmbedder",
     "PretrainedImageRegressor",

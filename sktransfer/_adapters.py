@@ -1,6 +1,6 @@
 """Parameter-efficient fine-tuning: LoRA adapters injected into the backbone with ``peft``.
 
-With ``adapter="lora"`` the backbone's own weights are never trained: low-rank adapters are added
+With ``adapter=LoRA(...)`` (or ``"lora"``) the backbone's own weights are never trained: low-rank adapters are added
 to some of its layers and only they (and the head) learn. ``freeze_layers`` says where adapters may
 go: ``"all"`` (the default) and ``"none"`` put them in every block; ``k``, ``-k`` or glob patterns
 keep them out of the blocks (parameters) that those values freeze.
@@ -17,10 +17,13 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from sklearn.base import BaseEstimator
 from torch import nn
 
 from ._freezing import frozen_names
+from ._persistence import register_parameter_object
 from ._plan import Trainable
+from ._validation import fraction, positive_int, positive_real, validate_params
 
 ATTENTION_PROJECTIONS = frozenset({
     "query", "key", "value", "q", "k", "v", "q_proj", "k_proj", "v_proj", "qkv", "c_attn", "Wqkv",
@@ -72,9 +75,9 @@ def choose_targets(encoder: nn.Module, blocks: list[list[str]], freeze_layers: A
         candidates = [name for name in candidates if f"{name}.weight" not in frozen]
     if not candidates:
         raise ValueError(
-            f"adapter='lora' found no layer to adapt (lora_target_modules={target_modules!r}, "
-            f"freeze_layers={freeze_layers!r}): name linear or 1x1 convolution layers in lora_target_modules "
-            "(e.g. ['query', 'value']), or let freeze_layers leave some blocks unfrozen."
+            f"adapter='lora' found no layer to adapt (LoRA(target_modules={target_modules!r}), "
+            f"freeze_layers={freeze_layers!r}): name linear or 1x1 convolution layers in LoRA's target_modules "
+            "(e.g. adapter=LoRA(target_modules=['query', 'value'])), or let freeze_layers leave some blocks unfrozen."
         )
     return candidates
 
@@ -114,15 +117,80 @@ def train_only_adapters(encoder: nn.Module) -> int:
     return trainable
 
 
+class LoRA(BaseEstimator):
+    """LoRA adapters: parameter-efficient fine-tuning, the value of a trained estimator's ``adapter``.
+
+    Low-rank adapters are added to some of the backbone's layers; only they (and the head) train, the
+    backbone's own weights stay frozen. Needs ``pip install sktransfer[lora]`` (peft). ``adapter="lora"``
+    is ``LoRA()``. Its parameters are the estimator's nested parameters (``adapter__r``), so a grid
+    search can tune them.
+
+    Parameters
+    ----------
+    r : int, default=8
+        Rank of the adapters.
+    alpha : float, default=16
+        LoRA's scaling numerator (the adapters' output is scaled by ``alpha / r``).
+    dropout : float, default=0.0
+        Dropout on the adapters' input.
+    target_modules : list of str, str or None, default=None
+        Layers to adapt: names or name suffixes, or one regular expression over the full names (peft's
+        rule). None: the attention projections where the backbone has some (``query``/``key``/``value``,
+        ``qkv``, ``q_proj`` ...), else every linear layer and 1x1 convolution. ``freeze_layers`` keeps
+        adapters out of the blocks it freezes.
+
+    See Also
+    --------
+    PretrainedTextClassifier : Its ``adapter`` parameter takes a ``LoRA``.
+
+    Examples
+    --------
+    >>> from sktransfer import LoRA, PretrainedTextClassifier
+    >>> clf = PretrainedTextClassifier(adapter=LoRA(r=4, target_modules=["query", "value"]))
+    >>> clf.get_params()["adapter__r"]
+    4
+    """
+
+    _parameter_constraints = {
+        "r": [positive_int],
+        "alpha": [positive_real],
+        "dropout": [fraction],
+        "target_modules": [list, tuple, str, None],
+    }
+
+    def __init__(self, *, r: int = 8, alpha: float = 16, dropout: float = 0.0, target_modules: Any = None):
+        self.r = r
+        self.alpha = alpha
+        self.dropout = dropout
+        self.target_modules = target_modules
+
+
+register_parameter_object(LoRA)
+
+
+def resolve_adapter(adapter: LoRA | str | None) -> LoRA | None:
+    """The adapter a fit uses: ``"lora"`` is ``LoRA()``; its parameters are checked."""
+    if adapter is None:
+        return None
+    adapter = LoRA() if adapter == "lora" else adapter
+    validate_params(adapter)
+    return adapter
+
+
 @dataclass(frozen=True)
 class AdapterOptions:
-    """The estimator's LoRA parameters."""
+    """Where and how a fit adds its LoRA adapters."""
 
     freeze_layers: Any
     r: int
     alpha: float
     dropout: float
     target_modules: Any
+
+    @classmethod
+    def of(cls, adapter: LoRA | str, freeze_layers: Any) -> AdapterOptions:
+        lora = resolve_adapter(adapter)
+        return cls(freeze_layers, lora.r, lora.alpha, lora.dropout, lora.target_modules)
 
 
 def attach_adapter(encoder: nn.Module, blocks: list[list[str]], options: AdapterOptions) -> Trainable:

@@ -259,6 +259,7 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
             list with one array per output, columns in the order of that output's ``classes_[k]``
             (as ``MultiOutputClassifier`` gives them).
         """
+        check_is_fitted(self)
         if self.multioutput_:
             return split_proba(self._outputs(X), self._sizes())
         return self._outputs(X).astype(np.float64)

@@ -63,7 +63,7 @@ class BackboneEstimator(TransformerMixin, BaseEstimator):
         "verbose": ["verbose"],
     }
 
-    _training_only_params: tuple = ()  # parameters only fit reads (a distillation teacher): save() writes None
+    _training_only_params = ()  # parameters only fit reads (a distillation teacher): save() writes None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

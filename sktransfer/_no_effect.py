@@ -20,7 +20,6 @@ from ._plan import FitPlan, Stage
 _EPOCH_OPTIONS = ("lr", "head_lr", "dropout", "weight_decay", "optimizer", "lr_schedule", "warmup", "max_epochs",
                   "layer_decay", "grad_accum_steps", "patience", "monitor")
 _EARLY_STOPPING_OPTIONS = ("validation_fraction", "patience", "monitor", "refit_full")
-_LORA_OPTIONS = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
 
 
 def _is_default(value: Any, default: Any) -> bool:
@@ -68,8 +67,6 @@ def ineffective_parameters(estimator, plan: FitPlan) -> dict[str, str]:
         add(["freeze_bn_stats"], "the backbone is frozen")
     if not estimator.early_stopping:
         add(_EARLY_STOPPING_OPTIONS, "early_stopping=False: no validation split is held out")
-    if estimator.adapter is None:
-        add(_LORA_OPTIONS, "adapter=None: no LoRA adapter is added")
     if not getattr(estimator, "multilabel_", True):
         add(["threshold"], "the threshold applies to multi-label targets (a 2-D 0/1 y) only")
     if getattr(estimator, "domain_adaptation", None) is None:

@@ -119,25 +119,14 @@ warm_start : bool, default=False
 random_state : int, RandomState or None, default=None
     Seeds weight initialisation, shuffling and the validation split; two CPU fits with the same
     value give identical predictions.
-adapter : {"lora"} or None, default=None
-    "lora": parameter-efficient fine-tuning with LoRA adapters (needs ``pip install sktransfer[lora]``).
-    The backbone's own weights stay frozen; only the adapters and the head train, so a saved or
-    pickled model stores just those. ``freeze_layers`` then says where adapters go: "all" and "none"
-    put them in every block, ``k``/``-k``/patterns keep them out of the blocks those values freeze.
-    Cannot be combined with ``unfreeze_every``; features are never cached.
-lora_r : int, default=8
-    Rank of the LoRA updates.
-lora_alpha : float, default=16
-    LoRA scaling: the update is multiplied by ``lora_alpha / lora_r``.
-lora_dropout : float, default=0.0
-    Dropout on the adapters' inputs.
-lora_target_modules : list of str, str or None, default=None
-    Layers to adapt: names or name suffixes (e.g. ``["query", "value"]``), or a regular expression over
-    full module names. None: the attention projections (query/key/value, qkv ...), or, for backbones
-    without any (CNNs), every linear layer and 1x1 convolution. Only linear layers and 1x1 convolutions
-    can be adapted; ``lora_target_modules_`` lists the ones chosen. Every linear layer of a BERT-like
-    block (``["query", "key", "value", "output.dense", "intermediate.dense"]``) comes closer to full
-    fine-tuning than the default (see the LoRA benchmark).
+adapter : LoRA, "lora" or None, default=None
+    Parameter-efficient fine-tuning with LoRA adapters (a ``LoRA``, whose rank, scaling, dropout
+    and target layers are its own parameters, searchable as ``adapter__r`` ...; "lora" is ``LoRA()``;
+    needs ``pip install sktransfer[lora]``). The backbone's own weights stay frozen; only the adapters
+    and the head train, so a saved or pickled model stores just those. ``freeze_layers`` then says
+    where adapters go: "all" and "none" put them in every block, ``k``/``-k``/patterns keep them out
+    of the blocks those values freeze; ``lora_target_modules_`` lists the layers adapted. Cannot be
+    combined with ``unfreeze_every``; features are never cached.
 compile : bool, default=False
     Train the module through ``torch.compile`` (skorch's ``compile``): faster steps on GPUs after a
     one-off compilation, which needs a C++ compiler and costs seconds to minutes. The fitted model

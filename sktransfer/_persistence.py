@@ -41,6 +41,7 @@ _NOT_SAVED = {"net_", "encoder_", "history_", "tokenizer_", "device_", "precisio
 _PARAMS_NOT_SAVED = {"cache_dir"}  # where predict writes: the caller decides it, never a folder
 _BASE = "base"  # the sub-folder that holds the fitted model a model started from (sequential transfer)
 _ESTIMATORS: dict[str, type] = {}  # the classes load() builds, by name: filled by register_estimator
+_PARAMETER_OBJECTS: dict[str, type] = {}  # classes a saved parameter may hold: filled by register_parameter_object
 _LOADING = contextvars.ContextVar("sktransfer_loading", default=False)
 
 
@@ -82,7 +83,15 @@ def _fingerprint(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def register_parameter_object(cls: type) -> None:
+    """Let ``cls`` (a scikit-learn-style object with ``get_params``, e.g. ``LoRA``) be a saved parameter value:
+    ``config.json`` names the class and holds its parameters, and :func:`load` rebuilds only registered ones."""
+    _PARAMETER_OBJECTS[cls.__name__] = cls
+
+
 def _to_json(value: Any) -> Any:
+    if type(value) in _PARAMETER_OBJECTS.values():
+        return {"__object__": type(value).__name__, "params": _to_json(value.get_params(deep=False))}
     if isinstance(value, np.ndarray):
         return {"__ndarray__": _to_json(value.tolist()), "dtype": value.dtype.str}
     if isinstance(value, np.generic):
@@ -102,6 +111,16 @@ def _from_json(value: Any) -> Any:
             return np.asarray(_from_json(value["__ndarray__"]), dtype=np.dtype(value["dtype"]))
         if "__tuple__" in value:
             return tuple(_from_json(v) for v in value["__tuple__"])
+        if "__object__" in value:
+            cls = _PARAMETER_OBJECTS.get(value["__object__"])
+            if cls is None or not isinstance(value.get("params"), dict):
+                raise ValueError(f"config.json names the parameter object {value['__object__']!r}, which load() does "
+                                 f"not build (it builds {sorted(_PARAMETER_OBJECTS)}); the file was edited.")
+            try:
+                return cls(**_from_json(value["params"]))
+            except TypeError as err:
+                raise ValueError(f"config.json: the {value['__object__']} parameters do not fit ({err}); the file "
+                                 "was edited.") from err
         return {k: _from_json(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_from_json(v) for v in value]

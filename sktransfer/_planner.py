@@ -119,8 +119,7 @@ class FitPlanner:
         return Trainable(blocks, apply_freeze(encoder, frozen))
 
     def _adapter_options(self) -> AdapterOptions:
-        return AdapterOptions(self.freeze_layers, self.lora_r, self.lora_alpha, self.lora_dropout,
-                              self.lora_target_modules)
+        return AdapterOptions.of(self.adapter, self.freeze_layers)
 
     def _stage(self, encoder: torch.nn.Module, trainable: Trainable, items: list) -> tuple[Stage, PrefixSplit | None]:
         """What can be computed once: the frozen backbone's embeddings, a frozen prefix's outputs, or nothing."""

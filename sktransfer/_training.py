@@ -17,7 +17,7 @@ from skorch import NeuralNetClassifier
 from skorch.helper import predefined_split
 from skorch.history import History
 
-from ._adapters import restore_adapter
+from ._adapters import LoRA, resolve_adapter, restore_adapter
 from ._converged_head import solve_head
 from ._device import cuda_indices, resolve_device
 from ._embedding import BackboneEstimator
@@ -72,11 +72,7 @@ class TrainableEstimator(FitPlanner, BackboneEstimator):
     grad_accum_steps: int = 1
     warm_start: bool = False
     random_state: Any = None
-    adapter: str | None = None
-    lora_r: int = 8
-    lora_alpha: float = 16
-    lora_dropout: float = 0.0
-    lora_target_modules: Any = None
+    adapter: Any = None
     compile: bool = False
 
     _parameter_constraints = {
@@ -102,11 +98,7 @@ class TrainableEstimator(FitPlanner, BackboneEstimator):
         "grad_accum_steps": [positive_int],
         "warm_start": ["boolean"],
         "random_state": ["random_state"],
-        "adapter": [StrOptions({"lora"}), None],
-        "lora_r": [positive_int],
-        "lora_alpha": [positive_real],
-        "lora_dropout": [fraction],
-        "lora_target_modules": [list, tuple, str, None],
+        "adapter": [StrOptions({"lora"}), LoRA, None],
         "compile": ["boolean"],
     }
 
@@ -117,6 +109,7 @@ class TrainableEstimator(FitPlanner, BackboneEstimator):
             raise ValueError(
                 f"head_hidden must be a tuple of positive ints (hidden layer sizes), got {self.head_hidden!r}."
             )
+        resolve_adapter(self.adapter)
         if self.adapter is not None and self.unfreeze_every is not None:
             raise ValueError(
                 "adapter='lora' and unfreeze_every cannot be combined: an adapter never trains the backbone's "
@@ -313,7 +306,8 @@ class TrainableEstimator(FitPlanner, BackboneEstimator):
             self.net_.precision = self.precision_  # after a CUDA model fell back to the CPU
 
     def _prepare_rebuilt_encoder(self, encoder: torch.nn.Module) -> None:
-        restore_adapter(encoder, getattr(self, "lora_target_modules_", None), self._adapter_options())
+        if self.adapter is not None:
+            restore_adapter(encoder, getattr(self, "lora_target_modules_", None), self._adapter_options())
 
     def _restore(self, encoder: torch.nn.Module, head_state: dict[str, torch.Tensor], history: list) -> None:
         head = Head(self.n_features_out_, self.n_outputs_, tuple(self.head_hidden), self.dropout)

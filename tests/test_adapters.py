@@ -12,7 +12,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.utils import estimator_checks
 
 from conftest import SKLEARN_API_CHECKS
-from sktransfer import PretrainedImageClassifier, PretrainedTextClassifier
+from sktransfer import LoRA, PretrainedImageClassifier, PretrainedTextClassifier
 from sktransfer._persistence import load
 
 CHECKS = SKLEARN_API_CHECKS
@@ -22,7 +22,7 @@ QKV = [f"model.encoder.layer.{i}.attention.self.{p}" for i in (0, 1) for p in ("
 @pytest.fixture
 def lora_params(tiny_bert_dir) -> dict:
     # Rank 1: the tiny BERT's layers are 32 wide, so rank 8 would be a quarter of their size.
-    return {"backbone": tiny_bert_dir, "max_length": 16, "random_state": 0, "adapter": "lora", "lora_r": 1,
+    return {"backbone": tiny_bert_dir, "max_length": 16, "random_state": 0, "adapter": LoRA(r=1),
             "lr": 1e-2, "max_epochs": 3}
 
 
@@ -30,7 +30,7 @@ def lora_params(tiny_bert_dir) -> dict:
 def fitted(tiny_bert_dir, text_data):
     """A LoRA classifier fitted on the toy sentiment texts, and the backbone state it started from."""
     X, y = text_data
-    clf = PretrainedTextClassifier(backbone=tiny_bert_dir, max_length=16, random_state=0, adapter="lora", lora_r=1,
+    clf = PretrainedTextClassifier(backbone=tiny_bert_dir, max_length=16, random_state=0, adapter=LoRA(r=1),
                                    lr=1e-2, max_epochs=3)
     before = PretrainedTextClassifier(backbone=tiny_bert_dir, max_length=16)._resolve_backbone().encoder.state_dict()
     return clf.fit(X, y), before
@@ -38,8 +38,7 @@ def fitted(tiny_bert_dir, text_data):
 
 @pytest.mark.parametrize("check", CHECKS)
 def test_sklearn_estimator_checks_with_lora_config(check):
-    estimator = PretrainedTextClassifier(adapter="lora", lora_r=4, lora_alpha=8, lora_dropout=0.1,
-                                         lora_target_modules=["query", "value"])
+    estimator = PretrainedTextClassifier(adapter=LoRA(r=4, alpha=8, dropout=0.1, target_modules=["query", "value"]))
     getattr(estimator_checks, check)("PretrainedTextClassifier", estimator)
 
 
@@ -94,10 +93,10 @@ def test_frozen_blocks_get_no_adapter(lora_params, text_data):
 
 
 def test_target_modules_override_and_no_match(lora_params, text_data):
-    clf = PretrainedTextClassifier(**{**lora_params, "lora_target_modules": ["value"], "max_epochs": 1})
+    clf = PretrainedTextClassifier(**{**lora_params, "adapter": LoRA(r=1, target_modules=["value"]), "max_epochs": 1})
     assert clf.fit(*text_data).lora_target_modules_ == [QKV[2], QKV[5]]
     with pytest.raises(ValueError, match="no layer to adapt"):
-        PretrainedTextClassifier(**{**lora_params, "lora_target_modules": ["no_such_layer"]}).fit(*text_data)
+        PretrainedTextClassifier(**{**lora_params, "adapter": LoRA(target_modules=["no_such_layer"])}).fit(*text_data)
 
 
 def test_cnn_default_targets_are_pointwise(image_data, tiny_image_params):
@@ -116,12 +115,26 @@ def test_unfreeze_every_is_rejected(lora_params, text_data):
         PretrainedTextClassifier(**lora_params, unfreeze_every=1).fit(*text_data)
 
 
-def test_grid_search_tunes_lora_r(lora_params, text_data):
+def test_grid_search_tunes_the_adapters_nested_parameters(lora_params, text_data):
     X, y = text_data
-    search = GridSearchCV(PretrainedTextClassifier(**{**lora_params, "max_epochs": 1}), {"lora_r": [1, 2]}, cv=2)
+    search = GridSearchCV(PretrainedTextClassifier(**{**lora_params, "max_epochs": 1}), {"adapter__r": [1, 2]}, cv=2)
     search.fit(X, y)
-    assert search.best_params_["lora_r"] in (1, 2)
-    assert search.best_estimator_.n_trainable_backbone_params_ == 6 * 2 * 32 * search.best_params_["lora_r"]
+    assert search.best_params_["adapter__r"] in (1, 2)
+    assert search.best_estimator_.n_trainable_backbone_params_ == 6 * 2 * 32 * search.best_params_["adapter__r"]
+    assert search.best_estimator_.adapter.r == search.best_params_["adapter__r"]
+
+
+def test_the_short_spelling_is_the_default_adapter(lora_params, text_data):
+    short = PretrainedTextClassifier(**{**lora_params, "adapter": "lora", "max_epochs": 1}).fit(*text_data)
+    default = PretrainedTextClassifier(**{**lora_params, "adapter": LoRA(), "max_epochs": 1}).fit(*text_data)
+    np.testing.assert_array_equal(short.predict_proba(text_data[0]), default.predict_proba(text_data[0]))
+
+
+@pytest.mark.parametrize("adapter, match", [(LoRA(r=0), "'r' parameter of LoRA"), ("LoRA", "'adapter' parameter"),
+                                            (LoRA(dropout=1.5), "'dropout' parameter of LoRA")])
+def test_invalid_adapters_are_refused_naming_the_parameter(lora_params, text_data, adapter, match):
+    with pytest.raises(ValueError, match=match):
+        PretrainedTextClassifier(**{**lora_params, "adapter": adapter}).fit(*text_data)
 
 
 def test_missing_peft_names_the_extra(lora_params, text_data, monkeypatch):

@@ -77,8 +77,8 @@ TRAINING_PARAMETERS = [
     ("max_epochs", 0), ("max_epochs", 1.5), ("weight_decay", -1.0), ("dropout", 1.0), ("dropout", -0.1),
     ("warmup", 1.0), ("layer_decay", 0.0), ("layer_decay", 1.5), ("head_lr", 0.0), ("unfreeze_every", 0),
     ("validation_fraction", 0.0), ("validation_fraction", 1.0), ("patience", 0), ("grad_accum_steps", 0),
-    ("lr", 0.0), ("lr", "0.1"), ("lr", float("nan")), ("lr", float("inf")), ("lora_r", 0), ("lora_alpha", 0),
-    ("lora_dropout", 1.0), ("optimizer", "rmsprop"), ("lr_schedule", "step"), ("monitor", "valid_f1"),
+    ("lr", 0.0), ("lr", "0.1"), ("lr", float("nan")), ("lr", float("inf")), ("optimizer", "rmsprop"),
+    ("lr_schedule", "step"), ("monitor", "valid_f1"),
     ("adapter", "qlora"), ("random_state", "seed"), ("compile", "yes"), ("head_hidden", 64),
 ]
 CLASSIFIER_PARAMETERS = [("label_smoothing", 1.0), ("threshold", 0.0), ("threshold", 1.0), ("class_weight", "auto")]

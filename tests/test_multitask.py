@@ -14,7 +14,7 @@ from sklearn.model_selection import KFold, cross_val_score
 from sklearn.utils.class_weight import compute_class_weight
 
 import sktransfer
-from sktransfer import PretrainedImageClassifier, PretrainedImageRegressor, PretrainedTextClassifier
+from sktransfer import LoRA, PretrainedImageClassifier, PretrainedImageRegressor, PretrainedTextClassifier
 from sktransfer._multitask import MultiOutputLoss
 
 TOPIC = ["cinema", "acting", "story", "cinema", "story", "other"]  # of text_data's six phrases, pos and neg alike
@@ -191,7 +191,7 @@ def test_the_feature_cache_and_a_trained_backbone(images):
 @pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="needs peft")
 def test_lora_trains_adapters_for_every_output(tiny_bert_dir, texts):
     X, Y = texts
-    clf = PretrainedTextClassifier(backbone=tiny_bert_dir, max_length=16, random_state=0, adapter="lora", lora_r=1,
+    clf = PretrainedTextClassifier(backbone=tiny_bert_dir, max_length=16, random_state=0, adapter=LoRA(r=1),
                                    lr=1e-2, max_epochs=2).fit(X, Y)
     assert clf.backbone_tuned_ and [p.shape for p in clf.predict_proba(X)] == [(24, 2), (24, 4)]
     expected = clf.predict_proba(X)

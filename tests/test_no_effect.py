@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from sktransfer import PretrainedImageClassifier, PretrainedTextClassifier
+from sktransfer import PretrainedImageClassifier
 
 # One value other than the default for each parameter that can change a trained model. Left out: those that only
 # change speed or resources (batch_size, num_workers, device, precision, cache, cache_dir, compile, verbose), the
@@ -88,7 +88,3 @@ def test_the_warning_names_the_parameter_its_value_and_the_reason(image_data):
                                          r"set C=None"):
         PretrainedImageClassifier(backbone="test_efficientnet", pretrained=False, lr=0.05).fit(X, y)
 
-
-def test_lora_options_without_an_adapter_warn(tiny_text_params, text_data):
-    with pytest.warns(UserWarning, match="lora_r=4 has no effect: adapter=None"):
-        PretrainedTextClassifier(**tiny_text_params, C=None, lora_r=4).fit(*text_data)

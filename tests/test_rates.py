@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sktransfer import PretrainedImageClassifier, PretrainedTextClassifier
+from sktransfer import LoRA, PretrainedImageClassifier, PretrainedTextClassifier
 from sktransfer._optim import AUTO_WARMUP, BACKBONE_LR, HEAD_LR
 
 
@@ -53,5 +53,5 @@ def test_auto_head_lr_and_warmup_can_be_set_alone(image_data, tiny_image_params)
 
 def test_auto_gives_lora_adapters_an_adapter_rate(text_data, tiny_text_params):
     pytest.importorskip("peft")
-    clf = PretrainedTextClassifier(**{**tiny_text_params, "max_epochs": 1}, adapter="lora", lora_r=2).fit(*text_data)
+    clf = PretrainedTextClassifier(**{**tiny_text_params, "max_epochs": 1}, adapter=LoRA(r=2)).fit(*text_data)
     assert clf.lr_["backbone"] == BACKBONE_LR["adapter"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 import pickle
+import shutil
 import socket
 import sys
 import uuid
@@ -16,6 +17,7 @@ import torch
 
 import sktransfer
 from sktransfer import (
+    LoRA,
     PretrainedImageClassifier,
     PretrainedImageEmbedder,
     PretrainedTextClassifier,
@@ -157,7 +159,7 @@ def test_loading_a_lora_model_adds_its_adapters_once(text_data, tiny_bert_dir, t
     from sktransfer import PretrainedTextClassifier
 
     clf = PretrainedTextClassifier(backbone=tiny_bert_dir, max_length=16, max_epochs=1, random_state=0,
-                                   adapter="lora", lora_r=2).fit(*text_data)
+                                   adapter=LoRA(r=2)).fit(*text_data)
     folder = clf.save(tmp_path / "lora")
     before = torch.random.get_rng_state()
     loaded = sktransfer.load(folder)
@@ -165,6 +167,15 @@ def test_loading_a_lora_model_adds_its_adapters_once(text_data, tiny_bert_dir, t
     assert names == [n for n, _ in clf.net_.module_.encoder.named_parameters() if ".lora_" in n]
     assert torch.equal(before, torch.random.get_rng_state()), "loading must not draw on the global RNG"
     np.testing.assert_allclose(loaded.predict_proba(text_data[0]), clf.predict_proba(text_data[0]), atol=1e-6)
+    assert isinstance(loaded.adapter, LoRA) and loaded.adapter.get_params() == clf.adapter.get_params()
+    config = json.loads((folder / "config.json").read_text())
+    for edit, message in [("os.system", r"which load\(\) does not build"), ("LoRA", "parameters do not fit")]:
+        tampered = tmp_path / f"tampered_{len(message)}"
+        shutil.copytree(folder, tampered)
+        params = {**config["params"], "adapter": {"__object__": edit, "params": {"no_such": 1}}}
+        (tampered / "config.json").write_text(json.dumps({**config, "params": params}))
+        with pytest.raises(ValueError, match=message):
+            sktransfer.load(tampered)
 
 
 @pytest.fixture
