@@ -9,19 +9,20 @@ no wrapper to forward ``predict``, ``transform``, ``save`` or ``export_onnx``. T
 before, like ``backbone=fitted_model``: ``clone`` passes it on as it is (see
 ``BackboneEstimator.__sklearn_clone__``), so a grid search never refits it, and no fit changes it.
 
-This module owns the stream from end to end:
+This module owns the estimator side; the training stream (soft targets in the batches, the loss) is
+:mod:`sktransfer._streams.distillation`.
 
 - **which rows** (:meth:`DistillationMixin._split_domains`): the labelled rows, and the rows whose label
   is masked (-1 for integer labels, None or NaN otherwise, as in :mod:`sktransfer._domain`), which are
-  unlabelled rows with a teacher (without one they keep their usual meaning).
-- **the targets** (:meth:`DistillationMixin._add_teacher_stream`, one step of the fit plan): the
-  teacher's ``predict_proba`` on the training rows and the unlabelled ones, computed once per fit and
-  softened at temperature T (:func:`soften`: ``p_T`` proportional to ``p ** (1 / T)``, which is
-  ``softmax(logits / T)``), travel with each row's label as its target: a float row ``(label, p_T)``,
-  label -1 for unlabelled rows. The validation rows keep their plain labels, so validation scores and
-  early stopping measure the true labels.
-- **the loss** (:class:`DistillNetClassifier`): per row, ``(1 - w) CE(label) + w T^2 KL(p_T || softmax(z / T))``
-  (Hinton et al., 2015), the cross-entropy term absent for unlabelled rows; ``w`` is ``distill_weight``.
+  unlabelled rows with a teacher (without one they keep their usual meaning). With
+  ``domain_adaptation`` as well, the unlabelled rows are the target-domain rows, and both streams train
+  on them.
+- **the targets** (:func:`soft_targets`): the teacher's ``predict_proba`` on the training rows and the
+  unlabelled ones, computed once per fit and softened at temperature T (:func:`soften`: ``p_T``
+  proportional to ``p ** (1 / T)``, which is ``softmax(logits / T)``). The validation rows have none, so
+  validation scores and early stopping measure the true labels.
+- **the loss**: ``(1 - w)`` times the task loss of the labelled rows plus ``w`` times the mean over the
+  batch's rows of ``T^2 KL(p_T || softmax(z / T))`` (Hinton et al., 2015); ``w`` is ``distill_weight``.
 """
 
 from __future__ import annotations
@@ -31,15 +32,10 @@ from numbers import Real
 from typing import Any
 
 import numpy as np
-import torch
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
-from skorch.utils import to_tensor
-from torch.nn import functional as F
 
 from ._domain import MASKED_LABEL, _as_labels, check_sample_domain, masked_rows, split_domains
-from ._net import TransferNetClassifier
-from ._plan import SAMPLE_WEIGHT, FitPlan, precomputed_dataset
 from ._validation import Interval
 
 _FIX = "pass a fitted classifier (e.g. a fine-tuned PretrainedTextClassifier, or a fitted Pipeline), or teacher=None"
@@ -130,21 +126,16 @@ class DistillationMixin:
         if self.teacher is None:
             return
         check_teacher(self.teacher)
-        if self.domain_adaptation is not None:
-            raise ValueError(
-                f"teacher and domain_adaptation={self.domain_adaptation!r} cannot be combined: both read the rows "
-                "with masked labels (unlabelled rows for distillation, target-domain rows for adaptation). Set "
-                "domain_adaptation=None to distil, or teacher=None to adapt."
-            )
-
-    def _distilling(self) -> bool:
-        return self.teacher is not None
 
     def _split_domains(self, items, y, sample_weight, sample_domain):
         """Labelled rows and, with a teacher, the unlabelled ones (masked labels, or ``sample_domain < 0``)."""
         self.n_unlabelled_rows_ = 0
         if self.teacher is None or y is None:
             return super()._split_domains(items, y, sample_weight, sample_domain)
+        if self.domain_adaptation is not None:  # the unlabelled rows are the target rows
+            split = super()._split_domains(items, y, sample_weight, sample_domain)
+            self.n_unlabelled_rows_ = self.n_target_rows_
+            return split
         labels = _as_labels(y)
         if len(labels) != len(items):
             return super()._split_domains(items, y, sample_weight, sample_domain)  # the length check names it
@@ -153,7 +144,6 @@ class DistillationMixin:
             unlabelled = unlabelled | (check_sample_domain(sample_domain, len(items)) < 0)
         if not unlabelled.any():
             return super()._split_domains(items, y, sample_weight, sample_domain)
-        # The unlabelled rows as domain adaptation's target rows; the plan's teacher step trains on them.
         items, y, sample_weight, rows = split_domains(items, y, sample_weight, sample_domain, mode="adapt",
                                                       name=type(self).__name__)
         self.n_target_rows_, self.n_unlabelled_rows_ = 0, len(rows)
@@ -167,74 +157,3 @@ class DistillationMixin:
                                  "(multi-label or multi-output): set teacher=None, or pass 1-D labels.")
             teacher_columns(self.teacher.classes_, self.classes_)
         return encoded
-
-    def _add_teacher_stream(self, plan: FitPlan, items: list, y: np.ndarray, weights: np.ndarray | None,
-                            train_idx: np.ndarray, values: np.ndarray | None, unlabelled: list) -> FitPlan:
-        """The fit plan's step for the teacher: soft targets for the training rows, then the unlabelled rows."""
-        rows = [items[i] for i in train_idx] + list(unlabelled)
-        soft = soft_targets(self.teacher, rows, self.classes_, self.distill_temperature)
-        labels = np.concatenate([y[train_idx], np.full(len(unlabelled), MASKED_LABEL)])
-        targets = np.column_stack([labels, soft]).astype(np.float32)
-        if weights is not None:
-            weights = np.concatenate([weights[train_idx], np.ones(len(unlabelled), dtype=np.float32)])
-        if plan.stage.precomputed:
-            extra = [self._embed(list(unlabelled), plan.module.encoder, prefix=plan.prefix)] if unlabelled else []
-            plan.train_data = precomputed_dataset(plan.stage, np.concatenate([values[train_idx], *extra]), targets,
-                                                  weights)
-        else:
-            plan.train_data = self._make_dataset(rows, targets, weights, augment=self._augment())
-            plan.sampler = self._train_sampler(rows)
-        # An epoch is one pass over the labelled and the unlabelled training rows.
-        plan.n_train = len(rows)
-        plan.callbacks = self._callbacks(plan.blocks, plan.n_train, plan.epochs, plan.rates.warmup,
-                                         plan.valid_data is not None)
-        return plan
-
-    @property
-    def _net_class(self):
-        base = super()._net_class
-        return DISTILL_NETS.get(base, base) if self.teacher is not None else base
-
-    def _net_kwargs(self) -> dict:
-        kwargs = super()._net_kwargs()
-        if self.teacher is None:
-            return kwargs
-        return {**kwargs, "distill_temperature": self.distill_temperature, "distill_weight": self.distill_weight}
-
-
-# ------------------------------------------------------------------ the loss
-def distillation_loss(logits: torch.Tensor, soft: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Per row, ``T^2 KL(soft || softmax(logits / T))``: the student's distance to the softened teacher."""
-    log_student = F.log_softmax(logits.float() / temperature, dim=1)
-    return temperature ** 2 * (torch.xlogy(soft, soft) - soft * log_student).sum(dim=1)
-
-
-class _DistillNetMixin:
-    """Reads training targets ``(label, soft targets)``; validation batches (plain labels) keep the task's loss."""
-
-    def __init__(self, *args, distill_temperature=2.0, distill_weight=0.5, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.distill_temperature = distill_temperature
-        self.distill_weight = distill_weight
-
-    def get_loss(self, y_pred, y_true, X=None, training=False):
-        y_true = to_tensor(y_true, device=y_pred.device)
-        if y_true.ndim == 1:
-            return super().get_loss(y_pred, y_true, X=X, training=training)
-        labels, soft = y_true[:, 0].long(), y_true[:, 1:].float()
-        labelled = labels >= 0
-        hard = self.criterion_(y_pred, labels.clamp(min=0))
-        w = self.distill_weight
-        loss = torch.where(labelled, (1 - w) * hard, torch.zeros_like(hard))
-        loss = loss + w * distillation_loss(y_pred, soft, self.distill_temperature)
-        weight = X.get(SAMPLE_WEIGHT) if isinstance(X, dict) else None
-        if weight is not None:
-            loss = loss * to_tensor(weight, device=loss.device)
-        return loss.mean()
-
-
-class DistillNetClassifier(_DistillNetMixin, TransferNetClassifier):
-    """skorch net of the sktransfer classifiers trained with a teacher (single-label)."""
-
-
-DISTILL_NETS = {TransferNetClassifier: DistillNetClassifier}

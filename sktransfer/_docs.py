@@ -49,7 +49,7 @@ n_outputs_ : int
 n_target_rows_ : int
     Unlabelled target-domain rows the last fit adapted to (0 without ``domain_adaptation``).
 n_unlabelled_rows_ : int
-    Unlabelled rows the last fit learned from the teacher's predictions alone (0 without ``teacher``)."""
+    Unlabelled rows the last fit learned from the teacher's predictions (0 without ``teacher``)."""
 
 REGRESSOR_ATTRIBUTES = """\
 n_outputs_ : int

@@ -1,35 +1,32 @@
 """Domain adaptation: training on labelled source rows and unlabelled target-domain rows together.
 
-The target rows are one more training stream, owned by this module from end to end:
+This module owns the estimator side; the training stream (batches, loss) is
+:mod:`sktransfer._streams.domain`.
 
 - **which rows** (:func:`split_domains`): rows of ``X`` are target rows when ``sample_domain`` is
   negative (skada's convention: ``>= 0`` source, ``< 0`` target), or, without ``sample_domain``, when
   their label is masked: ``-1`` for numeric labels (skada's
   ``_DEFAULT_MASKED_TARGET_CLASSIFICATION_LABEL``), ``None`` or NaN for string (or any) labels.
   :func:`merge_domains` builds ``(X, y, sample_domain)`` from separate source and target data.
-- **the batches** (:meth:`DomainAdaptationMixin._add_target_stream`, the one step of the fit plan):
-  the target rows become a dataset like the source rows' (precomputed through the same cache when
-  the backbone is frozen, raw otherwise) with the label :data:`MASKED_LABEL`; a
-  :class:`SourceTargetSampler` interleaves source and target rows so that every training batch holds
-  ``batch_size`` of each, and an epoch is one pass over the source rows (as without adaptation).
-- **the loss** (the net of :mod:`sktransfer._domain_losses`): the classification loss of the source
-  rows only, plus ``adaptation_weight`` times the adaptation term between the source and target rows'
-  features: the inputs of the head's last linear layer (the last hidden layer's output with
-  ``head_hidden``, else the standardised backbone embedding).
+- **the parameters** (:class:`DomainAdaptationMixin`): ``domain_adaptation``, ``adaptation_weight``,
+  their checks, skada's metadata requests, and the prediction methods that accept skada's arguments.
+- **the batches and the loss** (the stream): the target rows become a dataset like the source rows'
+  (precomputed through the same cache when the backbone is frozen, raw otherwise), carried with
+  ``sample_domain < 0`` in the batch; every training batch holds ``batch_size`` rows of each domain,
+  and an epoch is one pass over the source rows (as without adaptation). The loss is the
+  classification loss of the source rows only, plus ``adaptation_weight`` times the adaptation term
+  between the source and target rows' features: the inputs of the head's last linear layer (the last
+  hidden layer's output with ``head_hidden``, else the standardised backbone embedding).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
-import torch
-from torch.utils.data import ConcatDataset, Sampler
 
-from ._domain_losses import DOMAIN_NETS, METHODS
-from ._plan import FitPlan, precomputed_dataset
+from ._domain_losses import METHODS
 from ._validation import Interval, StrOptions
 
 MASKED_LABEL = -1  # skada's _DEFAULT_MASKED_TARGET_CLASSIFICATION_LABEL
@@ -196,36 +193,6 @@ def merge_domains(X_source, y_source, X_target):
     return X, y, sample_domain
 
 
-# ------------------------------------------------------------------ the batches
-class SourceTargetDataset(ConcatDataset):
-    """The source rows' training dataset followed by the target rows'; ``y`` holds both (masked targets)."""
-
-    def __init__(self, source, target, y: np.ndarray):
-        super().__init__([source, target])
-        self.y = y
-
-
-class SourceTargetSampler(Sampler):
-    """Source and target rows in turns (s, t, s, t ...): any run of ``2 k`` rows holds ``k`` of each.
-
-    Each epoch visits every source row once, in a new random order, and as many target rows, drawn
-    without replacement and cycling when there are fewer target rows than source rows. It draws from
-    torch's global generator, which the fit seeds.
-    """
-
-    def __init__(self, n_source: int, n_target: int):
-        self.n_source, self.n_target = n_source, n_target
-
-    def __len__(self) -> int:
-        return 2 * self.n_source
-
-    def __iter__(self):
-        source = torch.randperm(self.n_source)
-        rounds = math.ceil(self.n_source / self.n_target)
-        target = torch.cat([torch.randperm(self.n_target) for _ in range(rounds)])[: self.n_source]
-        return iter(torch.stack([source, target + self.n_source], dim=1).flatten().tolist())
-
-
 # ------------------------------------------------------------------ the estimator side
 @dataclass(repr=False, eq=False, kw_only=True)
 class DomainAdaptationMixin:
@@ -273,35 +240,6 @@ class DomainAdaptationMixin:
                                                         name=type(self).__name__)
         self.n_target_rows_ = 0 if target is None else len(target)
         return items, y, sample_weight, target
-
-    def _add_target_stream(self, plan: FitPlan, target: list, weighted: bool) -> FitPlan:
-        """The fit plan's step for the target rows: their dataset, and batches that mix both domains."""
-        if self.n_trainable_backbone_params_ == 0 and self.unfreeze_every is None and not self.head_hidden:
-            self._no_trainable_features()
-        source = plan.train_data
-        y = np.full((len(target), *source.y.shape[1:]), MASKED_LABEL, dtype=source.y.dtype)
-        weights = np.ones(len(target), dtype=np.float32) if weighted else None
-        if plan.stage.precomputed:
-            values = self._embed(target, plan.module.encoder, prefix=plan.prefix)
-            plan.target_data = precomputed_dataset(plan.stage, values, y, weights)
-        else:
-            plan.target_data = self._make_dataset(target, y, weights, augment=self._augment())
-        plan.train_data = SourceTargetDataset(source, plan.target_data, np.concatenate([source.y, y]))
-        plan.sampler = SourceTargetSampler(len(source), len(target))
-        return plan
-
-    @property
-    def _net_class(self):
-        base = super()._net_class
-        return base if self.domain_adaptation is None else DOMAIN_NETS[base]
-
-    def _net_kwargs(self) -> dict:
-        kwargs = super()._net_kwargs()
-        if self.domain_adaptation is None:
-            return kwargs
-        # Each training batch holds batch_size source rows and as many target rows.
-        return {**kwargs, "adaptation": self.domain_adaptation, "adaptation_weight": self.adaptation_weight,
-                "iterator_train__batch_size": 2 * self.batch_size}
 
     def predict_proba(self, X, sample_domain=None, allow_source=True):
         """Class probabilities, columns in the order of ``classes_`` (per-label for multi-label).

@@ -1,8 +1,8 @@
-"""The domain-adaptation loss terms (adversarial DANN, Deep CORAL, multi-kernel MMD) and the net that adds them.
+"""The domain-adaptation loss terms: adversarial DANN, Deep CORAL, multi-kernel MMD.
 
 Each term compares the features of the source rows and of the target rows of one training batch
-(the inputs of the head's last linear layer, see :mod:`sktransfer._domain`); :class:`DomainNetClassifier`
-(and :class:`DomainNet` for multi-label targets) adds it, multiplied by ``adaptation_weight``, to the
+(the inputs of the head's last linear layer); the domain-adaptation stream
+(:mod:`sktransfer._streams.domain`) adds it, multiplied by ``adaptation_weight``, to the
 classification loss of the source rows, which alone reach the task's criterion.
 
 - ``"dann"`` (Ganin et al., JMLR 2016): a small :class:`DomainDiscriminator` learns to tell source
@@ -24,13 +24,8 @@ from __future__ import annotations
 import math
 
 import torch
-from skorch.utils import to_tensor
 from torch import nn
 from torch.nn import functional as F
-
-from ._net import TransferNet, TransferNetClassifier
-from ._optim import param_groups
-from ._plan import SAMPLE_WEIGHT
 
 METHODS = ("dann", "coral", "mmd")
 MMD_BANDWIDTHS = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -108,88 +103,3 @@ def adaptation_loss(method: str, source: torch.Tensor, target: torch.Tensor, *,
     if method == "coral":
         return coral_loss(source, target)
     return mmd_loss(source, target)
-
-
-# ------------------------------------------------------------------ the net that adds them to the loss
-def _head(net):
-    return getattr(net.module_, "_orig_mod", net.module_).head
-
-
-class _DomainNetMixin:
-    """Adds the adaptation term to the loss of training batches that hold target rows (label -1)."""
-
-    def __init__(self, *args, adaptation="coral", adaptation_weight=1.0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.adaptation = adaptation
-        self.adaptation_weight = adaptation_weight
-
-    def initialize_module(self):
-        super().initialize_module()
-        if self.adaptation == "dann":
-            self.discriminator_ = DomainDiscriminator(_head(self).layers[-1].in_features).to(self.device)
-        return self
-
-    def initialize_optimizer(self, triggered_directly=None):
-        super().initialize_optimizer(triggered_directly)
-        if getattr(self, "discriminator_", None) is not None:
-            options = self.group_options or {}
-            rate = options.get("head_lr") or self.lr
-            for group in param_groups(self.discriminator_, [], lr=rate, weight_decay=options.get("weight_decay", 0.0)):
-                self.optimizer_.add_param_group(group)
-        return self
-
-    def on_train_begin(self, net, X=None, y=None, **kwargs):
-        super().on_train_begin(net, X=X, y=y, **kwargs)
-        iterator = self.get_params_for("iterator_train")
-        rows = len(iterator["sampler"]) if iterator.get("sampler") is not None else len(X)
-        self.total_steps_ = max(1, self.max_epochs * math.ceil(rows / iterator.get("batch_size", self.batch_size)))
-        self.steps_done_ = 0
-        self._features = None
-        # The features are the input of the dropout before the head's last linear layer.
-        self._hook = _head(self).layers[-2].register_forward_pre_hook(self._keep_features)
-
-    def _keep_features(self, module, args):
-        self._features = args[0]
-
-    def fit(self, X, y=None, **fit_params):
-        try:
-            return super().fit(X, y, **fit_params)
-        finally:
-            if getattr(self, "_hook", None) is not None:
-                self._hook.remove()
-            self._hook = self._features = None
-            if getattr(self, "discriminator_", None) is not None:
-                self.discriminator_.zero_grad(set_to_none=True)
-
-    def train_step(self, batch, **fit_params):
-        result = super().train_step(batch, **fit_params)
-        self.steps_done_ += 1
-        return result
-
-    def get_loss(self, y_pred, y_true, X=None, training=False):
-        y_true = to_tensor(y_true, device=y_pred.device)
-        target = y_true.reshape(len(y_true), -1)[:, 0] < 0
-        if not bool(target.any()):
-            return super().get_loss(y_pred, y_true, X=X, training=training)
-        source = ~target
-        weights = X.get(SAMPLE_WEIGHT) if isinstance(X, dict) else None
-        X_source = None if weights is None else {SAMPLE_WEIGHT: to_tensor(weights, device=y_pred.device)[source]}
-        loss = (super().get_loss(y_pred[source], y_true[source], X=X_source, training=training) if bool(source.any())
-                else y_pred.sum() * 0.0)
-        if not training or self._features is None:
-            return loss
-        coeff = dann_ramp(self.steps_done_ / self.total_steps_) if self.adaptation == "dann" else 1.0
-        term = adaptation_loss(self.adaptation, self._features[source], self._features[target],
-                               discriminator=getattr(self, "discriminator_", None), coeff=coeff)
-        return loss + self.adaptation_weight * term
-
-
-class DomainNetClassifier(_DomainNetMixin, TransferNetClassifier):
-    """skorch net of the sktransfer classifiers with domain adaptation (single-label)."""
-
-
-class DomainNet(_DomainNetMixin, TransferNet):
-    """skorch net of the sktransfer classifiers with domain adaptation (multi-label)."""
-
-
-DOMAIN_NETS = {TransferNetClassifier: DomainNetClassifier, TransferNet: DomainNet}

@@ -4,7 +4,8 @@ One mixin adds to skorch what transfer learning needs: parameter groups built fr
 blocks, autocast (bf16/fp16 with a gradient scaler), micro-batches that accumulate gradients (and
 halve on CUDA out-of-memory), per-sample weights carried in the batch under ``SAMPLE_WEIGHT``, and memory
 hygiene: after ``fit`` only the trained module stays on the device (no gradients, optimizer moments,
-early-stopping snapshot or compiled wrapper).
+early-stopping snapshot or compiled wrapper). Each task has one net; :class:`StreamLossMixin` adds the
+training streams' loss terms (see :mod:`sktransfer._streams`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from skorch.utils import TeeGenerator, to_tensor
 from ._device import release_cuda_cache
 from ._optim import make_optimizer, param_groups
 from ._plan import SAMPLE_WEIGHT
+from ._streams.net import StreamLossMixin
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -121,13 +123,13 @@ class _TransferNetMixin:
         release_cuda_cache(str(self.device))
 
 
-class TransferNetClassifier(_TransferNetMixin, NeuralNetClassifier):
+class TransferNetClassifier(StreamLossMixin, _TransferNetMixin, NeuralNetClassifier):
     """skorch classifier net used by the sktransfer classifiers."""
 
 
-class TransferNetRegressor(_TransferNetMixin, NeuralNetRegressor):
+class TransferNetRegressor(StreamLossMixin, _TransferNetMixin, NeuralNetRegressor):
     """skorch regressor net used by the sktransfer regressors."""
 
 
-class TransferNet(_TransferNetMixin, NeuralNet):
+class TransferNet(StreamLossMixin, _TransferNetMixin, NeuralNet):
     """skorch net used for multi-label targets."""

@@ -167,7 +167,8 @@ teacher : estimator or None, default=None
     string labels) are unlabelled rows that learn from the teacher alone. It is never refitted or changed
     (``clone`` passes it on as it is) nor needed after fit: ``save`` leaves it out (``load`` gives
     ``teacher=None``). The head then trains by mini-batch epochs; early stopping watches the true labels.
-    Not with ``domain_adaptation`` or a multi-label ``y``.
+    With ``domain_adaptation`` the unlabelled rows are the target rows: aligned, and taught by the teacher.
+    Not with a multi-label ``y``.
 distill_temperature : float, default=2.0
     Temperature T: the teacher's probabilities p become soft targets proportional to ``p ** (1 / T)``
     (the softmax of its logits over T), matched by the softmax of the model's logits over T; the term is

@@ -51,14 +51,21 @@ class FitPlan:
     rates: Rates | None = None
     prefix: PrefixSplit | None = None
     epochs: int = 1
-    n_train: int = 1
     train_data: Dataset | None = None
     valid_data: Dataset | None = None
-    target_data: Dataset | None = None
-    """Unlabelled target-domain rows (domain adaptation); then ``train_data`` holds them after the source
-    rows and ``sampler`` mixes the two in every batch (see :mod:`sktransfer._domain`)."""
     sampler: Sampler | None = None
     collate: Any = None
+    """The inputs' collate function (None: torch's default), for validation and prediction batches."""
+    train_collate: Any = None
+    """The training batches' collate function when it differs from ``collate`` (the training streams')."""
+    train_batch_size: int | None = None
+    """Rows per training batch (None: ``batch_size``)."""
+    steps: int = 1
+    """Training steps of the fit (epochs times batches per epoch): the one count the schedule and the
+    streams read."""
+    streams: tuple = ()
+    """The training streams beyond the labelled rows (see :mod:`sktransfer._streams`); then ``train_data``
+    holds every row they train on, each with its domain and the streams' per-row data."""
     num_workers: int = 0
     callbacks: list[tuple[str, Any]] = field(default_factory=list)
     head_solver: str | None = None

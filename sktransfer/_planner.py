@@ -26,6 +26,8 @@ from ._heads import Head, TransferModule
 from ._optim import ScheduleFactor, resolve_rates
 from ._plan import FitPlan, Stage, Trainable, precomputed_dataset
 from ._prefix import PrefixSplit, split_frozen_prefix
+from ._streams import training_streams
+from ._streams.plan import add_streams
 
 _STANDARDIZATION_SAMPLE = 64  # embedded (and cached) before fine-tuning to fit the head standardisation
 
@@ -34,8 +36,13 @@ class FitPlanner:
     """The steps of a fit's plan, in the order ``_plan_fit`` takes them."""
 
     def _plan_fit(self, items: list, y: np.ndarray, weights: np.ndarray | None, *, warm: bool, seed: int,
-                  epochs: int | None, validate: bool, incremental: bool, target: list | None = None) -> FitPlan:
-        """Decide, in order, everything this fit trains with; record the fitted attributes it defines."""
+                  epochs: int | None, validate: bool, incremental: bool, unlabelled: list | None = None) -> FitPlan:
+        """Decide, in order, everything this fit trains with; record the fitted attributes it defines.
+
+        ``unlabelled``: the inputs of the rows without labels (target-domain rows, or a teacher's unlabelled
+        rows) that ``_split_domains`` kept for the training streams.
+        """
+        streams = training_streams(self)
         if warm:
             module, blocks = self._reuse_module()
         else:
@@ -70,29 +77,25 @@ class FitPlanner:
             rates=rates,
             prefix=prefix,
             epochs=epochs,
-            n_train=len(train_idx),
             train_data=train_data,
             valid_data=valid_data,
             sampler=self._train_sampler([items[i] for i in train_idx]) if raw else None,
             collate=self._collate_fn() if raw else None,
             num_workers=self.num_workers_ if raw else 0,
-            callbacks=self._callbacks(trainable.blocks, len(train_idx), epochs, rates.warmup, valid_data is not None),
-            head_solver=self._head_solver(stage, incremental, target is None),
+            train_batch_size=self.batch_size,
+            head_solver=self._head_solver(stage, incremental, streams),
         )
-        if self._distilling():
-            # A teacher's soft targets (knowledge distillation, see _distill.py); ``target``: the unlabelled rows.
-            return self._add_teacher_stream(plan, items, y, weights, train_idx, values, unlabelled=target or [])
-        # Unlabelled target-domain rows (domain adaptation, see _domain.py): their dataset and mixed batches.
-        return plan if target is None else self._add_target_stream(plan, target, weighted=weights is not None)
+        if streams:
+            plan = add_streams(self, plan, streams, items, train_idx, weights is not None, unlabelled)
+        rows = len(plan.sampler) if plan.sampler is not None else len(plan.train_data)
+        plan.steps = epochs * math.ceil(rows / plan.train_batch_size)
+        plan.callbacks = self._callbacks(trainable.blocks, plan.steps, rates.warmup, valid_data is not None)
+        return plan
 
-    def _distilling(self) -> bool:
-        """Whether a teacher's predictions train this fit (the classifiers' ``teacher``, see ``_distill.py``)."""
-        return False
-
-    def _head_solver(self, stage: Stage, incremental: bool, single_domain: bool) -> str | None:
+    def _head_solver(self, stage: Stage, incremental: bool, streams: tuple) -> str | None:
         """The convex problem a linear head on fixed embeddings solves to convergence, if it does (see ``C``)."""
         converge = (stage is Stage.EMBEDDINGS and self.C is not None and not self.head_hidden and not incremental
-                    and single_domain and not self._distilling())
+                    and not streams)
         return self._solver_kind() if converge else None
 
     def _build_module(self) -> tuple[TransferModule, list[list[str]]]:
@@ -209,10 +212,9 @@ class FitPlanner:
             return precomputed_dataset(stage, values[idx], y[idx], w)
         return self._make_dataset([items[i] for i in idx], y[idx], w, augment=self._augment() if train else None)
 
-    def _callbacks(self, blocks: list[list[str]], n_train: int, epochs: int, warmup: float, validate: bool) -> list:
+    def _callbacks(self, blocks: list[list[str]], steps: int, warmup: float, validate: bool) -> list:
         callbacks = [("lr_log", LRLogger())]
         if self.lr_schedule != "constant" or warmup:
-            steps = epochs * math.ceil(n_train / self.batch_size)
             schedule = ScheduleFactor(self.lr_schedule, steps, warmup)
             callbacks.append(("lr_schedule", LRScheduler(torch.optim.lr_scheduler.LambdaLR, lr_lambda=schedule,
                                                          step_every="batch")))

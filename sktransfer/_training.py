@@ -158,7 +158,7 @@ class TrainableEstimator(FitPlanner, BackboneEstimator):
              validate: bool = True, incremental: bool = False, sample_domain=None):
         self._validate()
         items = self._check_inputs(X)
-        items, y, sample_weight, target = self._split_domains(items, y, sample_weight, sample_domain)
+        items, y, sample_weight, unlabelled = self._split_domains(items, y, sample_weight, sample_domain)
         before = {k: v for k, v in vars(self).items() if k in _TARGET_ATTRIBUTES} if warm else {}
         try:
             y_encoded = self._prepare_targets(y, len(items), classes)
@@ -181,7 +181,7 @@ class TrainableEstimator(FitPlanner, BackboneEstimator):
         with torch.random.fork_rng(devices=cuda_indices(device)):
             torch.manual_seed(seed)
             plan = self._plan_fit(items, y_encoded, weights, warm=warm, seed=seed, epochs=epochs, validate=validate,
-                                  incremental=incremental, target=target)
+                                  incremental=incremental, unlabelled=unlabelled)
             if validate:
                 warn_ineffective(self, plan)
             net = self._make_net(plan)
@@ -209,6 +209,9 @@ class TrainableEstimator(FitPlanner, BackboneEstimator):
         iterator = {"num_workers": plan.num_workers, "pin_memory": self.device_.startswith("cuda")}
         if plan.collate is not None:
             iterator["collate_fn"] = plan.collate
+        train_iterator = {**iterator, "batch_size": plan.train_batch_size or self.batch_size}
+        if plan.train_collate is not None:
+            train_iterator["collate_fn"] = plan.train_collate
         return self._net_class(
             module=plan.module,
             criterion=self._criterion(),
@@ -221,7 +224,7 @@ class TrainableEstimator(FitPlanner, BackboneEstimator):
             verbose=self.verbose,
             iterator_train__shuffle=plan.sampler is None,
             iterator_train__sampler=plan.sampler,
-            **{f"iterator_train__{k}": v for k, v in iterator.items()},
+            **{f"iterator_train__{k}": v for k, v in train_iterator.items()},
             **{f"iterator_valid__{k}": v for k, v in iterator.items()},
             blocks=plan.blocks,
             optimizer_name=self.optimizer,
@@ -235,6 +238,8 @@ class TrainableEstimator(FitPlanner, BackboneEstimator):
             grad_accum_steps=self.grad_accum_steps,
             warm_start=False,
             compile=self.compile,
+            streams=plan.streams,
+            total_steps=plan.steps,
             **self._net_kwargs(),
         )
 

@@ -16,7 +16,8 @@ from sklearn.multioutput import MultiOutputClassifier
 from sklearn.pipeline import make_pipeline
 
 from sktransfer import PretrainedImageClassifier, PretrainedTextClassifier, PretrainedTextRegressor, load
-from sktransfer._distill import distillation_loss, soften
+from sktransfer._distill import soften
+from sktransfer._streams.distillation import SOFT_TARGETS, distillation_loss
 
 # Short head-only training on cached embeddings: a second or less per fit.
 STUDENT = {"lr": 1e-2, "max_epochs": 20, "batch_size": 8}
@@ -75,7 +76,10 @@ def test_distilled_student_moves_toward_the_teacher(case):
     assert (labels_only.predict(X) == y).mean() >= 0.9
     # Mini-batch epochs, not the converged head solver (which never sees the teacher).
     assert distilled.C_ is None and distilled.n_epochs_ == STUDENT["max_epochs"]
-    assert type(distilled.net_).__name__ == "DistillNetClassifier"
+    # The task's one net, with the distillation stream; its soft targets travel in the batch, not in y.
+    assert type(distilled.net_).__name__ == "TransferNetClassifier"
+    assert [type(s).__name__ for s in distilled.net_.streams] == ["DistillationStream"]
+    assert distilled.net_.streams[0].key == SOFT_TARGETS
 
 
 def test_weight_half_lies_between_labels_and_teacher(text_data, tiny_text_params):
@@ -289,12 +293,10 @@ def test_bad_temperature_and_weight(text_data, tiny_text_params, param, value):
         PretrainedTextClassifier(**tiny_text_params, teacher=teacher, **{param: value}).fit(X, y)
 
 
-def test_teacher_with_domain_adaptation_or_multilabel_y_is_refused(text_data, tiny_text_params):
+def test_teacher_with_multilabel_y_is_refused(text_data, tiny_text_params):
+    # (teacher with domain_adaptation combines: tests/test_streams.py)
     X, y = text_data
     teacher = RecordingTeacher().fit(X, y)
-    with pytest.raises(ValueError, match="cannot be combined"):
-        PretrainedTextClassifier(**tiny_text_params, teacher=teacher, domain_adaptation="coral",
-                                 head_hidden=(8,)).fit(X, y)
     Y = np.column_stack([np.arange(len(X)) % 2, np.arange(len(X)) // 2 % 2])
     with pytest.raises(ValueError, match="single-output classifiers"):
         PretrainedTextClassifier(**tiny_text_params, teacher=teacher).fit(X, Y)

@@ -20,8 +20,9 @@ from sktransfer import (
     PretrainedTextClassifier,
     merge_domains,
 )
-from sktransfer._domain import MASKED_LABEL, SOURCE_DOMAIN, TARGET_DOMAIN, SourceTargetSampler
+from sktransfer._domain import MASKED_LABEL, SOURCE_DOMAIN, TARGET_DOMAIN
 from sktransfer._domain_losses import coral_loss, dann_ramp, mmd_loss, reverse_gradient
+from sktransfer._streams.data import SourceTargetSampler
 
 CAST = np.array([1.0, -0.4, -0.6])  # the target domain's colour cast: redder, less green and blue
 
