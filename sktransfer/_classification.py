@@ -14,6 +14,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
 
+from ._distill import DISTILLATION_PARAMETERS, check_distillation, check_distilled_targets, split_training_rows
+from ._domain import DOMAIN_PARAMETERS, check_adaptable_targets, check_domain_adaptation, labelled_rows
 from ._multitask import (
     MultiOutputLoss,
     as_lists,
@@ -56,15 +58,44 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
     class_weight: dict | str | None = None
     threshold: float = 0.5
     output_weights: Any = None
+    domain_adaptation: str | None = None
+    adaptation_weight: float = 1.0
+    teacher: Any = None
+    distill_temperature: float = 2.0
+    distill_weight: float = 0.5
 
     _parameter_constraints = {
         "label_smoothing": [fraction],
         "class_weight": [StrOptions({"balanced"}), dict, None],
         "threshold": [Interval(Real, 0, 1, closed="neither")],
         "output_weights": [list, tuple, np.ndarray, None],
+        **DOMAIN_PARAMETERS,
+        **DISTILLATION_PARAMETERS,
     }
+    _training_only_params = ("teacher",)  # save() writes None: the fitted student predicts without its teacher
+
+    # skada's metadata requests: sample_domain reaches fit (and is accepted by the prediction methods)
+    # through Pipeline, cross_val_score and GridSearchCV once metadata routing is enabled.
+    __metadata_request__fit = {"sample_domain": True}
+    __metadata_request__predict = {"sample_domain": True, "allow_source": True}
+    __metadata_request__predict_proba = {"sample_domain": True, "allow_source": True}
+    __metadata_request__score = {"sample_domain": True, "allow_source": True, "sample_weight": True}
+
+    def _validate(self) -> None:
+        super()._validate()
+        check_domain_adaptation(self)
+        check_distillation(self)
+
+    def _split_domains(self, items, y, sample_weight, sample_domain):
+        return split_training_rows(self, items, y, sample_weight, sample_domain)
 
     def _prepare_targets(self, y, n: int, classes=None) -> np.ndarray:
+        encoded = self._encode_targets(y, n, classes)
+        check_adaptable_targets(self)
+        check_distilled_targets(self)
+        return encoded
+
+    def _encode_targets(self, y, n: int, classes=None) -> np.ndarray:
         raw = y
         y = check_target_length(y, n)
         if y.ndim > 2:
@@ -244,13 +275,18 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
             return {"predict_nonlinearity": torch.sigmoid}
         return {"classes": list(range(self.n_outputs_))}
 
-    def predict_proba(self, X) -> np.ndarray | list[np.ndarray]:
+    def predict_proba(self, X, sample_domain=None, allow_source=True) -> np.ndarray | list[np.ndarray]:
         """Class probabilities, columns in the order of ``classes_`` (per-label for multi-label).
 
         Parameters
         ----------
         X : sequence of inputs
-            Images or texts, in any of the forms ``fit`` accepts.
+            Images or texts, in any of the forms ``fit`` accepts; source or target domain alike.
+        sample_domain : array-like of shape (n_samples,), default=None
+            Ignored (a row's prediction does not depend on its domain); accepted for skada's scorers
+            and pipelines.
+        allow_source : bool, default=True
+            Ignored; accepted for skada's scorers and pipelines.
 
         Returns
         -------
@@ -264,13 +300,17 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
             return split_proba(self._outputs(X), self._sizes())
         return self._outputs(X).astype(np.float64)
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X, sample_domain=None, allow_source=True) -> np.ndarray:
         """Predicted labels (a 0/1 indicator matrix for multi-label targets).
 
         Parameters
         ----------
         X : sequence of inputs
-            Images or texts, in any of the forms ``fit`` accepts.
+            Images or texts, in any of the forms ``fit`` accepts; source or target domain alike.
+        sample_domain : array-like of shape (n_samples,), default=None
+            Ignored; accepted for skada's scorers and pipelines.
+        allow_source : bool, default=True
+            Ignored; accepted for skada's scorers and pipelines.
 
         Returns
         -------
@@ -285,7 +325,7 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
             return (proba >= self.threshold).astype(int)
         return self.classes_[np.argmax(proba, axis=1)]
 
-    def score(self, X, y, sample_weight=None) -> float:
+    def score(self, X, y, sample_weight=None, sample_domain=None, allow_source=True) -> float:
         """Return the accuracy on ``(X, y)`` (subset accuracy for multi-label and multi-output targets).
 
         Labels not seen in fit raise a ``ValueError`` that names them.
@@ -295,9 +335,14 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
         X : sequence of inputs
             Images or texts, in any of the forms ``fit`` accepts.
         y : array-like of shape (n_samples,), (n_samples, n_labels) or (n_samples, n_outputs)
-            True labels.
+            True labels. With ``sample_domain`` or ``domain_adaptation``, rows with masked labels (-1,
+            None, NaN: unlabelled target rows) are left out.
         sample_weight : array-like of shape (n_samples,), default=None
             Per-sample weights.
+        sample_domain : array-like of shape (n_samples,), default=None
+            Accepted for skada's scorers and pipelines; only the labels decide which rows count.
+        allow_source : bool, default=True
+            Ignored; accepted for skada's scorers.
 
         Returns
         -------
@@ -306,6 +351,8 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
             whose every output is right (``MultiOutputClassifier.score``).
         """
         check_is_fitted(self)
+        if sample_domain is not None or self.domain_adaptation is not None:
+            X, y, sample_weight = labelled_rows(self._check_inputs(X), y, sample_weight)
         if self.multioutput_:
             return subset_accuracy(y, self.predict(X), sample_weight)
         if not self.multilabel_:

@@ -12,7 +12,7 @@ before, like ``backbone=fitted_model``: ``clone`` passes it on as it is (see
 This module owns the estimator side; the training stream (soft targets in the batches, the loss) is
 :mod:`sktransfer._streams.distillation`.
 
-- **which rows** (:meth:`DistillationMixin._split_domains`): the labelled rows, and the rows whose label
+- **which rows** (:func:`split_training_rows`): the labelled rows, and the rows whose label
   is masked (-1 for integer labels, None or NaN otherwise, as in :mod:`sktransfer._domain`), which are
   unlabelled rows with a teacher (without one they keep their usual meaning). With
   ``domain_adaptation`` as well, the unlabelled rows are the target-domain rows, and both streams train
@@ -27,7 +27,6 @@ This module owns the estimator side; the training stream (soft targets in the ba
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from numbers import Real
 from typing import Any
 
@@ -35,7 +34,7 @@ import numpy as np
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from ._domain import MASKED_LABEL, _as_labels, check_sample_domain, masked_rows, split_domains
+from ._domain import MASKED_LABEL, _as_labels, check_sample_domain, masked_rows, split_domains, split_source_target
 from ._validation import Interval
 
 _FIX = "pass a fitted classifier (e.g. a fine-tuned PretrainedTextClassifier, or a fitted Pipeline), or teacher=None"
@@ -104,56 +103,49 @@ def soft_targets(teacher: Any, rows: list, classes: np.ndarray, temperature: flo
 
 
 # ------------------------------------------------------------------ the estimator side
-@dataclass(repr=False, eq=False, kw_only=True)
-class DistillationMixin:
-    """``teacher``, ``distill_temperature`` and ``distill_weight`` for the classifiers; goes before
-    ``DomainAdaptationMixin``."""
+DISTILLATION_PARAMETERS = {
+    "teacher": "no_validation",  # check_teacher's messages name the fix
+    "distill_temperature": [Interval(Real, 0, None, closed="neither")],
+    "distill_weight": [Interval(Real, 0, 1, closed="both")],
+}
 
-    teacher: Any = None
-    distill_temperature: float = 2.0
-    distill_weight: float = 0.5
 
-    _parameter_constraints = {
-        "teacher": "no_validation",  # check_teacher's messages name the fix
-        "distill_temperature": [Interval(Real, 0, None, closed="neither")],
-        "distill_weight": [Interval(Real, 0, 1, closed="both")],
-    }
-    # Parameters save() writes as None: the fitted student predicts without them (see _persistence.py).
-    _training_only_params = ("teacher",)
+def check_distillation(estimator) -> None:
+    """The fit-time check of ``teacher``."""
+    if estimator.teacher is not None:
+        check_teacher(estimator.teacher)
 
-    def _validate(self) -> None:
-        super()._validate()
-        if self.teacher is None:
-            return
-        check_teacher(self.teacher)
 
-    def _split_domains(self, items, y, sample_weight, sample_domain):
-        """Labelled rows and, with a teacher, the unlabelled ones (masked labels, or ``sample_domain < 0``)."""
-        self.n_unlabelled_rows_ = 0
-        if self.teacher is None or y is None:
-            return super()._split_domains(items, y, sample_weight, sample_domain)
-        if self.domain_adaptation is not None:  # the unlabelled rows are the target rows
-            split = super()._split_domains(items, y, sample_weight, sample_domain)
-            self.n_unlabelled_rows_ = self.n_target_rows_
-            return split
-        labels = _as_labels(y)
-        if len(labels) != len(items):
-            return super()._split_domains(items, y, sample_weight, sample_domain)  # the length check names it
-        unlabelled = masked_rows(labels)
-        if sample_domain is not None:
-            unlabelled = unlabelled | (check_sample_domain(sample_domain, len(items)) < 0)
-        if not unlabelled.any():
-            return super()._split_domains(items, y, sample_weight, sample_domain)
-        items, y, sample_weight, rows = split_domains(items, y, sample_weight, sample_domain, mode="adapt",
-                                                      name=type(self).__name__)
-        self.n_target_rows_, self.n_unlabelled_rows_ = 0, len(rows)
-        return items, y, sample_weight, rows
+def check_distilled_targets(estimator) -> None:
+    """After the targets are encoded: a teacher teaches single-output classifiers whose classes it knows."""
+    if estimator.teacher is None:
+        return
+    if estimator.multilabel_ or estimator.multioutput_:
+        raise ValueError("distillation is for single-output classifiers, but y has several columns "
+                         "(multi-label or multi-output): set teacher=None, or pass 1-D labels.")
+    teacher_columns(estimator.teacher.classes_, estimator.classes_)
 
-    def _prepare_targets(self, y, n: int, classes=None) -> np.ndarray:
-        encoded = super()._prepare_targets(y, n, classes)
-        if self.teacher is not None:
-            if self.multilabel_ or self.multioutput_:
-                raise ValueError("distillation is for single-output classifiers, but y has several columns "
-                                 "(multi-label or multi-output): set teacher=None, or pass 1-D labels.")
-            teacher_columns(self.teacher.classes_, self.classes_)
-        return encoded
+
+def split_training_rows(estimator, items, y, sample_weight, sample_domain):
+    """Labelled rows and the rows the streams train on without labels: target rows for domain adaptation,
+    and with a teacher the unlabelled ones (masked labels, or ``sample_domain < 0``); records
+    ``n_target_rows_`` and ``n_unlabelled_rows_``."""
+    estimator.n_unlabelled_rows_ = 0
+    if estimator.teacher is None or y is None:
+        return split_source_target(estimator, items, y, sample_weight, sample_domain)
+    if estimator.domain_adaptation is not None:  # the unlabelled rows are the target rows
+        split = split_source_target(estimator, items, y, sample_weight, sample_domain)
+        estimator.n_unlabelled_rows_ = estimator.n_target_rows_
+        return split
+    labels = _as_labels(y)
+    if len(labels) != len(items):  # the length check names it
+        return split_source_target(estimator, items, y, sample_weight, sample_domain)
+    unlabelled = masked_rows(labels)
+    if sample_domain is not None:
+        unlabelled = unlabelled | (check_sample_domain(sample_domain, len(items)) < 0)
+    if not unlabelled.any():
+        return split_source_target(estimator, items, y, sample_weight, sample_domain)
+    items, y, sample_weight, rows = split_domains(items, y, sample_weight, sample_domain, mode="adapt",
+                                                  name=type(estimator).__name__)
+    estimator.n_target_rows_, estimator.n_unlabelled_rows_ = 0, len(rows)
+    return items, y, sample_weight, rows

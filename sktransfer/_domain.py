@@ -8,8 +8,9 @@ This module owns the estimator side; the training stream (batches, loss) is
   their label is masked: ``-1`` for numeric labels (skada's
   ``_DEFAULT_MASKED_TARGET_CLASSIFICATION_LABEL``), ``None`` or NaN for string (or any) labels.
   :func:`merge_domains` builds ``(X, y, sample_domain)`` from separate source and target data.
-- **the parameters** (:class:`DomainAdaptationMixin`): ``domain_adaptation``, ``adaptation_weight``,
-  their checks, skada's metadata requests, and the prediction methods that accept skada's arguments.
+- **the parameters** (:data:`DOMAIN_PARAMETERS`; fields of ``ClassifierTask``, which also holds skada's
+  metadata requests and the prediction methods that accept skada's arguments): ``domain_adaptation``,
+  ``adaptation_weight`` and their checks.
 - **the batches and the loss** (the stream): the target rows become a dataset like the source rows'
   (precomputed through the same cache when the backbone is frozen, raw otherwise), carried with
   ``sample_domain < 0`` in the batch; every training batch holds ``batch_size`` rows of each domain,
@@ -21,7 +22,6 @@ This module owns the estimator side; the training stream (batches, loss) is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
@@ -194,121 +194,45 @@ def merge_domains(X_source, y_source, X_target):
 
 
 # ------------------------------------------------------------------ the estimator side
-@dataclass(repr=False, eq=False, kw_only=True)
-class DomainAdaptationMixin:
-    """``domain_adaptation`` and ``adaptation_weight`` for the classifiers; goes before ``ClassifierTask``."""
+DOMAIN_PARAMETERS = {
+    "domain_adaptation": [StrOptions(set(METHODS)), None],
+    "adaptation_weight": [Interval(Real, 0, None, closed="left")],
+}
 
-    domain_adaptation: str | None = None
-    adaptation_weight: float = 1.0
 
-    _parameter_constraints = {
-        "domain_adaptation": [StrOptions(set(METHODS)), None],
-        "adaptation_weight": [Interval(Real, 0, None, closed="left")],
-    }
-
-    # skada's metadata requests: sample_domain reaches fit (and is accepted by the prediction methods)
-    # through Pipeline, cross_val_score and GridSearchCV once metadata routing is enabled.
-    __metadata_request__fit = {"sample_domain": True}
-    __metadata_request__predict = {"sample_domain": True, "allow_source": True}
-    __metadata_request__predict_proba = {"sample_domain": True, "allow_source": True}
-    __metadata_request__score = {"sample_domain": True, "allow_source": True, "sample_weight": True}
-
-    def _validate(self) -> None:
-        super()._validate()
-        if (self.domain_adaptation is not None and self.freeze_layers == "all" and self.adapter is None
-                and self.unfreeze_every is None and not self.head_hidden):
-            self._no_trainable_features()
-
-    def _no_trainable_features(self):
+def check_domain_adaptation(estimator) -> None:
+    """The fit-time check of ``domain_adaptation``: something before the last linear layer must train."""
+    if (estimator.domain_adaptation is not None and estimator.freeze_layers == "all" and estimator.adapter is None
+            and estimator.unfreeze_every is None and not estimator.head_hidden):
         raise ValueError(
-            f"domain_adaptation={self.domain_adaptation!r} aligns trainable features, but with a frozen backbone "
-            "(freeze_layers='all') and no hidden head layer nothing before the last linear layer trains. Add a "
-            "hidden layer, e.g. head_hidden=(256,) (its output is aligned), or fine-tune the backbone "
+            f"domain_adaptation={estimator.domain_adaptation!r} aligns trainable features, but with a frozen "
+            "backbone (freeze_layers='all') and no hidden head layer nothing before the last linear layer trains. "
+            "Add a hidden layer, e.g. head_hidden=(256,) (its output is aligned), or fine-tune the backbone "
             "(freeze_layers=-2, 'none', or adapter='lora')."
         )
 
-    def _prepare_targets(self, y, n: int, classes=None) -> np.ndarray:
-        encoded = super()._prepare_targets(y, n, classes)
-        if self.multioutput_ and self.domain_adaptation is not None:
-            raise ValueError("domain_adaptation is for single-label or multi-label y, but y has several label columns "
-                             "(multi-output): set domain_adaptation=None, or adapt one model per output.")
-        return encoded
 
-    def _split_domains(self, items, y, sample_weight, sample_domain):
-        mode = "source_only" if self.domain_adaptation is None else "adapt"
-        items, y, sample_weight, target = split_domains(items, y, sample_weight, sample_domain, mode=mode,
-                                                        name=type(self).__name__)
-        self.n_target_rows_ = 0 if target is None else len(target)
-        return items, y, sample_weight, target
+def check_adaptable_targets(estimator) -> None:
+    """After the targets are encoded: domain adaptation takes single- or multi-label targets only."""
+    if estimator.multioutput_ and estimator.domain_adaptation is not None:
+        raise ValueError("domain_adaptation is for single-label or multi-label y, but y has several label columns "
+                         "(multi-output): set domain_adaptation=None, or adapt one model per output.")
 
-    def predict_proba(self, X, sample_domain=None, allow_source=True):
-        """Class probabilities, columns in the order of ``classes_`` (per-label for multi-label).
 
-        Parameters
-        ----------
-        X : sequence of inputs
-            Images or texts, source or target domain alike.
-        sample_domain : array-like of shape (n_samples,), default=None
-            Ignored (a row's prediction does not depend on its domain); accepted for skada's scorers
-            and pipelines.
-        allow_source : bool, default=True
-            Ignored; accepted for skada's scorers and pipelines.
+def split_source_target(estimator, items, y, sample_weight, sample_domain):
+    """The source rows and, with ``domain_adaptation``, the target rows; records ``n_target_rows_``."""
+    mode = "source_only" if estimator.domain_adaptation is None else "adapt"
+    items, y, sample_weight, target = split_domains(items, y, sample_weight, sample_domain, mode=mode,
+                                                    name=type(estimator).__name__)
+    estimator.n_target_rows_ = 0 if target is None else len(target)
+    return items, y, sample_weight, target
 
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, n_classes), or list of such arrays
-            One probability per class (per label for multi-label targets; one array per output for
-            multi-output targets).
-        """
-        return super().predict_proba(X)
 
-    def predict(self, X, sample_domain=None, allow_source=True):
-        """Predicted labels (a 0/1 indicator matrix for multi-label targets).
-
-        Parameters
-        ----------
-        X : sequence of inputs
-            Images or texts, source or target domain alike.
-        sample_domain : array-like of shape (n_samples,), default=None
-            Ignored; accepted for skada's scorers and pipelines.
-        allow_source : bool, default=True
-            Ignored; accepted for skada's scorers and pipelines.
-
-        Returns
-        -------
-        y_pred : ndarray of shape (n_samples,), (n_samples, n_labels) or (n_samples, n_outputs)
-            Labels from ``classes_``, a 0/1 indicator matrix, or one label per output.
-        """
-        return super().predict(X)
-
-    def score(self, X, y, sample_weight=None, sample_domain=None, allow_source=True) -> float:
-        """Accuracy on the rows of ``X`` that have labels (subset accuracy for multi-label).
-
-        Parameters
-        ----------
-        X : sequence of inputs
-            Images or texts.
-        y : array-like of shape (n_samples,) or (n_samples, n_labels)
-            True labels. With ``sample_domain`` or ``domain_adaptation``, rows with masked labels (-1,
-            None, NaN: unlabelled target rows) are left out.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Weight of each row in the mean.
-        sample_domain : array-like of shape (n_samples,), default=None
-            Accepted for skada's scorers and pipelines; only the labels decide which rows count.
-        allow_source : bool, default=True
-            Ignored; accepted for skada's scorers.
-
-        Returns
-        -------
-        score : float
-            The share of correctly predicted labelled rows.
-        """
-        if sample_domain is None and self.domain_adaptation is None:
-            return super().score(X, y, sample_weight=sample_weight)
-        items = self._check_inputs(X)
-        labels = _as_labels(y)
-        keep = np.flatnonzero(~masked_rows(labels)) if len(labels) == len(items) else np.arange(len(items))
-        if not len(keep):
-            raise ValueError("score needs labelled rows, but every label in y is masked (-1, None or NaN).")
-        weights = None if sample_weight is None else np.asarray(sample_weight)[keep]
-        return super().score([items[i] for i in keep], _plain(labels[keep]), sample_weight=weights)
+def labelled_rows(items: list, y, sample_weight):
+    """The rows of a scored ``(items, y)`` whose labels are not masked, their plain labels and weights."""
+    labels = _as_labels(y)
+    keep = np.flatnonzero(~masked_rows(labels)) if len(labels) == len(items) else np.arange(len(items))
+    if not len(keep):
+        raise ValueError("score needs labelled rows, but every label in y is masked (-1, None or NaN).")
+    weights = None if sample_weight is None else np.asarray(sample_weight)[keep]
+    return [items[i] for i in keep], _plain(labels[keep]), weights

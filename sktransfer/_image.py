@@ -9,9 +9,7 @@ import torch
 
 from ._backbones import resolve_image_backbone
 from ._classification import ClassifierTask
-from ._distill import DistillationMixin
 from ._docs import AUGMENT, CLASSIFIER, EMBEDDER, IMAGE, REGRESSOR, document, related
-from ._domain import DomainAdaptationMixin
 from ._embedding import BackboneEstimator, EmbedderBase
 from ._image_data import ImageDataset, build_transform, check_images
 from ._regression import RegressorTask
@@ -76,7 +74,7 @@ class _ImageInput(BackboneEstimator):
 (2, 256)""",
 )
 @dataclass(repr=False, eq=False, kw_only=True)
-class PretrainedImageClassifier(_ImageInput, DistillationMixin, DomainAdaptationMixin, ClassifierTask):
+class PretrainedImageClassifier(_ImageInput, ClassifierTask):
     """Image classifier on a pretrained backbone with a new head, trained with skorch."""
 
     augment: Any = None

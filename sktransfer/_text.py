@@ -10,9 +10,7 @@ import numpy as np
 from ._backbones import resolve_text_backbone
 from ._cache import text_fingerprint
 from ._classification import ClassifierTask
-from ._distill import DistillationMixin
 from ._docs import CLASSIFIER, EMBEDDER, REGRESSOR, TEXT, document, related
-from ._domain import DomainAdaptationMixin
 from ._embedding import BackboneEstimator, EmbedderBase
 from ._regression import RegressorTask
 from ._text_data import TextCollator, TextDataset, check_max_length, check_texts
@@ -91,7 +89,7 @@ class _TextInput(BackboneEstimator):
 (1, 384)""",
 )
 @dataclass(repr=False, eq=False, kw_only=True)
-class PretrainedTextClassifier(_TextInput, DistillationMixin, DomainAdaptationMixin, ClassifierTask):
+class PretrainedTextClassifier(_TextInput, ClassifierTask):
     """Text classifier on a pretrained transformer with a new head, trained with skorch."""
 
 

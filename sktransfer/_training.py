@@ -17,9 +17,10 @@ from skorch import NeuralNetClassifier
 from skorch.helper import predefined_split
 from skorch.history import History
 
-from ._adapters import LoRA, resolve_adapter, restore_adapter
+from ._adapters import AdapterOptions, LoRA, resolve_adapter, restore_adapter
 from ._converged_head import solve_head
 from ._device import cuda_indices, resolve_device
+from ._domain import split_domains
 from ._embedding import BackboneEstimator
 from ._export import export_onnx
 from ._freezing import validate_freeze_layers
@@ -43,7 +44,7 @@ def _target_kind(estimator) -> str:
 
 
 @dataclass(repr=False, eq=False, kw_only=True)
-class TrainableEstimator(FitPlanner, BackboneEstimator):
+class TrainableEstimator(BackboneEstimator):
     """Base of the estimators that train a head (and optionally the backbone) with skorch.
 
     Task subclasses provide ``_net_class``, ``_prepare_targets``, ``_criterion``, ``_net_kwargs``,
@@ -118,6 +119,31 @@ class TrainableEstimator(FitPlanner, BackboneEstimator):
 
     def _augment(self):
         return None
+
+    def _plan_fit(self, items: list, y: np.ndarray, weights: np.ndarray | None, **decisions) -> FitPlan:
+        """This fit's plan (see :class:`~sktransfer._planner.FitPlanner`, built anew for each fit)."""
+        return FitPlanner(self).plan(items, y, weights, **decisions)
+
+    def _adapter_options(self) -> AdapterOptions:
+        return AdapterOptions.of(self.adapter, self.freeze_layers)
+
+    def _split_domains(self, items: list, y, sample_weight, sample_domain):
+        """Source rows and target items; only the classifiers adapt (``split_training_rows`` in ``_distill.py``)."""
+        return split_domains(items, y, sample_weight, sample_domain, mode="refuse", name=type(self).__name__)
+
+    def _sample_weights(self, y_encoded, sample_weight, n: int):
+        if sample_weight is None:
+            return None
+        try:
+            weights = np.asarray(sample_weight, dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"sample_weight must be {n} finite non-negative numbers; it could not be read as "
+                             f"numbers ({err}).") from err
+        if weights.shape != (n,) or not np.isfinite(weights).all() or (weights < 0).any():
+            raise ValueError(f"sample_weight must be {n} finite non-negative numbers, got shape {weights.shape}.")
+        if not weights.any():
+            raise ValueError("sample_weight is zero for every sample: at least one weight must be positive.")
+        return weights
 
     # ---------------------------------------------------------------- fit
     def fit(self, X, y, sample_weight=None, sample_domain=None) -> TrainableEstimator:
