@@ -14,6 +14,7 @@ from sklearn.model_selection import KFold, cross_val_score
 from sklearn.utils.class_weight import compute_class_weight
 
 import sktransfer
+from conftest import force_raw_stage
 from sktransfer import LoRA, PretrainedImageClassifier, PretrainedImageRegressor, PretrainedTextClassifier
 from sktransfer._multitask import MultiOutputLoss
 
@@ -176,14 +177,19 @@ def test_sample_weight_scales_every_output(images):
         assert np.abs(a - c).max() > 1e-3
 
 
-def test_the_feature_cache_and_a_trained_backbone(images):
+def test_the_feature_cache_and_a_trained_backbone(images, monkeypatch):
     X, Y = images
     params = {"backbone": "test_efficientnet", "pretrained": False, "random_state": 0}
     cached = PretrainedImageClassifier(**params, C=None).fit(X, Y)
     uncached = PretrainedImageClassifier(**params, C=None, cache=False).fit(X, Y)
-    assert cached.features_cached_ and not uncached.features_cached_
     for a, b in zip(cached.predict_proba(X), uncached.predict_proba(X)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    force_raw_stage(monkeypatch)  # the backbone at every step: the embeddings are only an optimisation
+    raw = PretrainedImageClassifier(**params, C=None).fit(X, Y)
+    assert cached.features_cached_ and uncached.features_cached_ and not raw.features_cached_
+    for a, b in zip(cached.predict_proba(X), raw.predict_proba(X)):
         np.testing.assert_allclose(a, b, atol=1e-4)
+    monkeypatch.undo()
     tuned = PretrainedImageClassifier(**params, freeze_layers="none", max_epochs=1).fit(X, Y)
     assert tuned.backbone_tuned_ and tuned.C_ is None and tuned.predict(X).shape == (24, 2)
 
