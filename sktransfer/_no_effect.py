@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ._freezing import n_frozen_blocks
-from ._plan import FitPlan, Stage
+from ._plan import FitPlan
 
 _EPOCH_OPTIONS = ("lr", "head_lr", "dropout", "weight_decay", "optimizer", "lr_schedule", "warmup", "max_epochs",
                   "layer_decay", "grad_accum_steps", "patience", "monitor")
@@ -52,7 +52,6 @@ def ineffective_parameters(estimator, plan: FitPlan) -> dict[str, str]:
     if plan.head_solver is not None:
         add(_EPOCH_OPTIONS, "the linear head on the frozen backbone's embeddings is solved to convergence (C="
                             f"{estimator.C!r}), not trained by mini-batch epochs; set C=None to train it by epochs")
-        add(["freeze_bn_stats"], "the backbone is frozen")
     elif estimator.C is not None:
         add(["C"], "the head trains by mini-batch epochs here (a hidden layer, label smoothing, augmentation, a "
                    "training backbone, partial_fit or another training stream), so no penalty is solved")
@@ -63,8 +62,6 @@ def ineffective_parameters(estimator, plan: FitPlan) -> dict[str, str]:
             add(["lr"], "no backbone weight trains and head_lr sets the head's rate")
     if estimator.adapter is None and n_frozen_blocks(estimator.freeze_layers, len(plan.blocks)) == 0:
         add(["unfreeze_every"], f"freeze_layers={estimator.freeze_layers!r} leaves no frozen block to unfreeze")
-    if plan.stage is Stage.EMBEDDINGS:
-        add(["freeze_bn_stats"], "the backbone is frozen")
     if not estimator.early_stopping:
         add(_EARLY_STOPPING_OPTIONS, "early_stopping=False: no validation split is held out")
     if not getattr(estimator, "multilabel_", True):
