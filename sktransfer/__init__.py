@@ -3,6 +3,7 @@
 from ._adapters import LoRA
 from ._cache import feature_cache
 from ._domain import merge_domains
+from ._few_shot import Contrastive
 from ._image import PretrainedImageClassifier, PretrainedImageEmbedder, PretrainedImageRegressor
 from ._image_data import load_image_folder
 from ._persistence import load
@@ -14,6 +15,7 @@ from .datasets import load_sentiment_sample
 __version__ = "0.1.0"
 
 __all__ = [
+    "Contrastive",
     "LoRA",
     "PretrainedImageClassifier",
     "PretrainedImageEmbedder",

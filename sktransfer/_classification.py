@@ -16,6 +16,7 @@ from torch import nn
 
 from ._distill import DISTILLATION_PARAMETERS, check_distillation, check_distilled_targets, split_training_rows
 from ._domain import DOMAIN_PARAMETERS, check_adaptable_targets, check_domain_adaptation, labelled_rows
+from ._few_shot import LOSSES, Contrastive, check_contrastive_targets, resolve_contrastive
 from ._multitask import (
     MultiOutputLoss,
     as_lists,
@@ -63,6 +64,7 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
     teacher: Any = None
     distill_temperature: float = 2.0
     distill_weight: float = 0.5
+    contrastive: Any = None
 
     _parameter_constraints = {
         "label_smoothing": [fraction],
@@ -71,6 +73,7 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
         "output_weights": [list, tuple, np.ndarray, None],
         **DOMAIN_PARAMETERS,
         **DISTILLATION_PARAMETERS,
+        "contrastive": [StrOptions(set(LOSSES)), Contrastive, None],
     }
     _training_only_params = ("teacher",)  # save() writes None: the fitted student predicts without its teacher
 
@@ -85,6 +88,7 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
         super()._validate()
         check_domain_adaptation(self)
         check_distillation(self)
+        resolve_contrastive(self.contrastive)
 
     def _split_domains(self, items, y, sample_weight, sample_domain):
         return split_training_rows(self, items, y, sample_weight, sample_domain)
@@ -93,6 +97,7 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
         encoded = self._encode_targets(y, n, classes)
         check_adaptable_targets(self)
         check_distilled_targets(self)
+        check_contrastive_targets(self, encoded)
         return encoded
 
     def _encode_targets(self, y, n: int, classes=None) -> np.ndarray:

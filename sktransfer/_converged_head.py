@@ -27,24 +27,33 @@ def _loss(net, data) -> float:
         return float(net.get_loss(y_pred, data.y, X=data.X, training=False))
 
 
+def _solve_into(head, standardised: np.ndarray, y: np.ndarray, weights, criterion, *, kind: str, C: float | str,
+                seed: int) -> float | np.ndarray:
+    """Solve the linear problem on standardised features and put the solution into ``head``'s last layer."""
+    if kind == "multioutput":  # one softmax slice per output, each solved on its own column
+        solution = fit_multioutput_head(standardised, y, criterion, sample_weight=weights, C=C, random_state=seed)
+    else:
+        solution = fit_linear_head(standardised, y, kind=kind, n_outputs=head.layers[-1].out_features,
+                                   sample_weight=weights, C=C, random_state=seed)
+    with torch.no_grad():
+        head.layers[-1].weight.copy_(torch.as_tensor(solution.weight))
+        head.layers[-1].bias.copy_(torch.as_tensor(solution.bias))
+    return solution.C
+
+
+def _standardised(head, features) -> np.ndarray:
+    features = torch.as_tensor(features)
+    with torch.no_grad():
+        return ((features.float() - head.mean.cpu()) / head.scale.cpu()).numpy()
+
+
 def solve_head(net, plan: FitPlan, *, kind: str, C: float | str, seed: int) -> float | np.ndarray:
     """Put the converged linear head into ``plan.module`` and initialise ``net`` around it; return the C used."""
     start = time.perf_counter()
     head = plan.module.head
     data = plan.train_data
-    features = torch.as_tensor(data.X[Stage.EMBEDDINGS.value])
-    with torch.no_grad():
-        standardised = ((features.float() - head.mean.cpu()) / head.scale.cpu()).numpy()
-    if kind == "multioutput":  # one softmax slice per output, each solved on its own column
-        solution = fit_multioutput_head(standardised, np.asarray(data.y), net.criterion,
-                                        sample_weight=data.X.get(SAMPLE_WEIGHT), C=C, random_state=seed)
-    else:
-        solution = fit_linear_head(standardised, np.asarray(data.y), kind=kind,
-                                   n_outputs=head.layers[-1].out_features, sample_weight=data.X.get(SAMPLE_WEIGHT),
-                                   C=C, random_state=seed)
-    with torch.no_grad():
-        head.layers[-1].weight.copy_(torch.as_tensor(solution.weight))
-        head.layers[-1].bias.copy_(torch.as_tensor(solution.bias))
+    C_used = _solve_into(head, _standardised(head, data.X[Stage.EMBEDDINGS.value]), np.asarray(data.y),
+                         data.X.get(SAMPLE_WEIGHT), net.criterion, kind=kind, C=C, seed=seed)
     net.initialize()
     net.history.new_epoch()
     net.history.record("epoch", 1)
@@ -52,4 +61,14 @@ def solve_head(net, plan: FitPlan, *, kind: str, C: float | str, seed: int) -> f
     if plan.valid_data is not None:
         net.history.record("valid_loss", _loss(net, plan.valid_data))
     net.history.record("dur", time.perf_counter() - start)
-    return solution.C
+    return C_used
+
+
+def solve_tuned_head(est, net, plan: FitPlan, *, C: float | str, seed: int) -> float | np.ndarray:
+    """After the backbone trained: standardise on, and solve the linear head to convergence on, the tuned
+    backbone's embeddings of the labelled training rows (``plan.tuned_rows``); return the C used."""
+    head, rows = plan.module.head, plan.tuned_rows
+    features = est._embed(rows.items, plan.module.encoder, use_cache=False)
+    head.fit_standardization(torch.as_tensor(features, device=est.device_))
+    return _solve_into(head, _standardised(head, features), rows.y, rows.weights, net.criterion,
+                       kind=plan.tuned_head, C=C, seed=seed)

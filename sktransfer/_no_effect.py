@@ -52,6 +52,9 @@ def ineffective_parameters(estimator, plan: FitPlan) -> dict[str, str]:
     if plan.head_solver is not None:
         add(_EPOCH_OPTIONS, "the linear head on the frozen backbone's embeddings is solved to convergence (C="
                             f"{estimator.C!r}), not trained by mini-batch epochs; set C=None to train it by epochs")
+    elif plan.tuned_head is not None:
+        add(["dropout", "head_lr"], "contrastive fine-tuning trains the backbone alone, then the linear head is "
+                                    "solved on its tuned embeddings (C); set C=None to train the head by epochs")
     elif estimator.C is not None:
         add(["C"], "the head trains by mini-batch epochs here (a hidden layer, label smoothing, augmentation, a "
                    "training backbone, partial_fit or another training stream), so no penalty is solved")

@@ -41,6 +41,15 @@ class Trainable:
 
 
 @dataclass
+class LabelledRows:
+    """Labelled training rows: their inputs, encoded targets and sample weights (None: unweighted)."""
+
+    items: list
+    y: np.ndarray
+    weights: np.ndarray | None
+
+
+@dataclass
 class FitPlan:
     """Everything a fit trains with. Only ``module`` and ``blocks`` are needed to predict (``rates`` None:
     an inference-only net)."""
@@ -71,6 +80,13 @@ class FitPlan:
     head_solver: str | None = None
     """The task's kind ("multiclass", "multilabel", "regression") when the linear head is solved to
     convergence on the embeddings instead of trained by epochs (see :mod:`sktransfer._converged_head`)."""
+
+    tuned_head: str | None = None
+    """The task's kind when, after training, the linear head is solved to convergence on the tuned backbone's
+    embeddings of ``tuned_rows`` (a stream's ``solves_head``; see
+    :func:`~sktransfer._converged_head.solve_tuned_head`)."""
+    tuned_rows: LabelledRows | None = None
+    """The labelled training rows, for ``tuned_head``."""
 
     @property
     def suffix(self) -> nn.Module | None:

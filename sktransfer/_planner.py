@@ -23,7 +23,7 @@ from ._callbacks import GradualUnfreezing, LRLogger
 from ._freezing import apply_freeze, frozen_names, n_frozen_blocks, validate_freeze_layers
 from ._heads import Head, TransferModule
 from ._optim import ScheduleFactor, resolve_rates
-from ._plan import FitPlan, Stage, Trainable, precomputed_dataset
+from ._plan import FitPlan, LabelledRows, Stage, Trainable, precomputed_dataset
 from ._prefix import PrefixSplit, split_frozen_prefix
 from ._streams import training_streams
 from ._streams.plan import add_streams
@@ -94,6 +94,10 @@ class FitPlanner:
         )
         if streams:
             plan = add_streams(self.est, plan, streams, items, train_idx, weights is not None, unlabelled)
+            if any(stream.solves_head for stream in streams):
+                plan.tuned_head = self.est._solver_kind()
+                plan.tuned_rows = LabelledRows([items[i] for i in train_idx], y[train_idx],
+                                               None if weights is None else weights[train_idx])
         rows = len(plan.sampler) if plan.sampler is not None else len(plan.train_data)
         plan.steps = epochs * math.ceil(rows / plan.train_batch_size)
         plan.callbacks = self._callbacks(trainable.blocks, plan.steps, rates.warmup, valid_data is not None)

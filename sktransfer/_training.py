@@ -18,7 +18,7 @@ from skorch.helper import predefined_split
 from skorch.history import History
 
 from ._adapters import AdapterOptions, LoRA, resolve_adapter, restore_adapter
-from ._converged_head import solve_head
+from ._converged_head import solve_head, solve_tuned_head
 from ._device import cuda_indices, resolve_device
 from ._domain import split_domains
 from ._embedding import BackboneEstimator
@@ -222,6 +222,8 @@ class TrainableEstimator(BackboneEstimator):
             finally:
                 plan.module.use_suffix(None)
                 net.iterator_train__sampler = None  # its per-item lengths are not part of the model
+            if plan.tuned_head is not None:
+                self.C_ = solve_tuned_head(self, net, plan, C=self.C, seed=seed)
         # Left in eval mode, so that predictions (from any thread) never toggle train/eval.
         net.module_.eval()
         self.net_ = net

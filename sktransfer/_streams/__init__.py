@@ -3,7 +3,7 @@
 Importing a stream's module registers it; the order below is the order of the loss terms.
 """
 
-from . import distillation, domain  # noqa: F401  (registration)
+from . import contrastive, distillation, domain  # noqa: F401  (registration)
 from .base import SAMPLE_DOMAIN, STREAMS, StreamBatch, StreamRows, TrainingStream, register_stream, training_streams
 
 __all__ = ["SAMPLE_DOMAIN", "STREAMS", "StreamBatch", "StreamRows", "TrainingStream", "register_stream",

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Sampler
 
 from .._optim import param_groups
 
@@ -49,6 +50,8 @@ class StreamBatch:
 
     outputs: torch.Tensor
     """The head's outputs (logits), one row per row of the batch."""
+    targets: torch.Tensor
+    """The rows' encoded targets (meaningful for the labelled rows only)."""
     features: torch.Tensor
     """The inputs of the head's last linear layer (the last hidden layer's output, else the standardised
     embedding)."""
@@ -77,11 +80,19 @@ class TrainingStream:
     """Whether the fit's unlabelled rows join the training batches for this stream."""
     paired: ClassVar[bool] = False
     """Whether every batch needs labelled and unlabelled rows alike (as many of each)."""
+    solves_head: ClassVar[bool] = False
+    """Whether, after training, the linear head is solved to convergence on the tuned backbone's embeddings
+    of the labelled rows (where ``C`` is not None and the head has no hidden layer)."""
     weight: float = 1.0
     """Factor of the stream's loss term."""
 
     def check(self, estimator: Any) -> None:
         """Raise a ValueError naming the fix when this fit cannot train the stream (called once per fit)."""
+
+    def sampler(self, labels: np.ndarray) -> Sampler | None:
+        """The order of the training rows in each epoch, given the labelled rows' encoded ``labels`` (None:
+        the estimator's own). Only for streams without unlabelled rows; at most one stream of a fit orders."""
+        return None
 
     def batch_data(self, estimator: Any, rows: StreamRows) -> np.ndarray | None:
         """The stream's data for each row of ``rows`` (one row of the result per row), travelling under ``key``."""

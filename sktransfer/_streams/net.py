@@ -89,13 +89,14 @@ class StreamLossMixin:
         labelled = to_tensor(X[SAMPLE_DOMAIN], device=device) >= 0
         weights = X.get(SAMPLE_WEIGHT)
         weights = None if weights is None else to_tensor(weights, device=device)
+        targets = to_tensor(y_true, device=device)
         if bool(labelled.any()):
-            task = super().get_loss(y_pred[labelled], to_tensor(y_true, device=device)[labelled],
+            task = super().get_loss(y_pred[labelled], targets[labelled],
                                     X=None if weights is None else {SAMPLE_WEIGHT: weights[labelled]},
                                     training=training)
         else:
             task = y_pred.sum() * 0.0
-        batches = [StreamBatch(outputs=y_pred, features=self._features, labelled=labelled,
+        batches = [StreamBatch(outputs=y_pred, targets=targets, features=self._features, labelled=labelled,
                                data=None if stream.key is None else to_tensor(X[stream.key], device=device),
                                weights=weights, progress=self.steps_done_ / self.total_steps,
                                modules=self._stream_modules(index)) for index, stream in enumerate(self.streams)]

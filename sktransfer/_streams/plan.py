@@ -36,7 +36,14 @@ def add_streams(estimator: Any, plan: FitPlan, streams: tuple[TrainingStream, ..
     plan.train_data = StreamDataset(parts, domains, data)
     plan.train_collate = StreamCollate(plan.collate)
     plan.streams = streams
-    if unlabelled and any(stream.paired for stream in streams):
+    samplers = [sampler for stream in streams if (sampler := stream.sampler(labelled.y)) is not None]
+    if len(samplers) > 1 or (samplers and unlabelled):
+        names = [stream.name for stream in streams]
+        raise ValueError(f"The training streams {names} each need their own order of the training rows and cannot "
+                         "be combined in one fit: keep one of them.")
+    if samplers:
+        plan.sampler = samplers[0]
+    elif unlabelled and any(stream.paired for stream in streams):
         plan.sampler = SourceTargetSampler(len(labelled), len(unlabelled))
         plan.train_batch_size = 2 * estimator.batch_size  # batch_size rows of each kind
     elif plan.stage is Stage.RAW:
