@@ -32,10 +32,11 @@ class Contrastive(BaseEstimator):
         class) or 0 (different classes), the two kinds of pair weighted alike. "supcon": the supervised
         contrastive loss (temperature 0.1). "triplet": the batch-hard triplet loss on cosine distances
         (margin 0.25).
-    min_steps : int, default=20
+    min_steps : int, default=5
         Each epoch takes at least this many training steps (going round the training rows as often
-        as that needs), so that a few dozen labelled rows still tune the backbone; with more rows an
-        epoch is one pass.
+        as that needs), so that a few dozen labelled rows still tune the backbone (``max_epochs``
+        epochs: 50 steps by default); with more rows an epoch is one pass. Measured on TREC and Amazon
+        books at 8 rows per class, 10 per epoch took twice the time for no gain.
 
     See Also
     --------
@@ -54,7 +55,7 @@ class Contrastive(BaseEstimator):
         "min_steps": [positive_int],
     }
 
-    def __init__(self, *, loss: str = "cosine", min_steps: int = 20):
+    def __init__(self, *, loss: str = "cosine", min_steps: int = 5):
         self.loss = loss
         self.min_steps = min_steps
 

@@ -10,11 +10,19 @@ from ._bn_folding import folded_for_inference
 from ._freezing import set_norms_eval
 
 
+VARIANCE_SHRINKAGE = 300.0
+
+
 class Head(nn.Module):
     """Standardise features, then dropout and linear layers (``hidden`` sizes with ReLU between).
 
     The standardisation is a fixed affine map fitted once on training features, so that one learning
-    rate suits every backbone whatever the scale of its features.
+    rate suits every backbone whatever the scale of its features. Each feature's variance is shrunk
+    toward the mean variance over features by ``n / (n + VARIANCE_SHRINKAGE)`` for ``n`` training rows:
+    per-feature variances from a few dozen rows are noise, and dividing by them stretched noise
+    directions (measured on frozen embeddings of six text and two image sets at 5-64 rows per class,
+    ``benchmarks/results/few_shot.md``: the unshrunk scaling trailed ``LogisticRegression()`` on the raw
+    embeddings by up to 1.5 points, the shrunk one matches it, and both agree on large sets).
     """
 
     def __init__(self, in_features: int, n_outputs: int, hidden: tuple[int, ...] = (), dropout: float = 0.0):
@@ -36,7 +44,9 @@ class Head(nn.Module):
         if len(features) < 2:
             self.scale.fill_(1.0)
             return
-        std = features.std(0, unbiased=False)
+        variance = features.var(0, unbiased=False)
+        shrink = len(features) / (len(features) + VARIANCE_SHRINKAGE)
+        std = (shrink * variance + (1.0 - shrink) * variance.mean()).sqrt()
         # A feature (near) constant in the sample, e.g. a sparse one, must not be blown up on new data.
         self.scale.copy_(std.clamp(min=max(0.1 * float(std.mean()), 1e-6)))
 

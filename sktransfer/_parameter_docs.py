@@ -176,7 +176,15 @@ distill_temperature : float, default=2.0
 distill_weight : float, default=0.5
     Weight w of the teacher: a labelled row's loss is (1 - w) times the cross-entropy of its label plus w
     times the distillation term (the KL divergence to the soft targets); an unlabelled row has the second
-    term only. 1: the teacher alone; 0: the labels alone."""
+    term only. 1: the teacher alone; 0: the labels alone.
+contrastive : Contrastive, {"cosine", "supcon", "triplet"} or None, default=None
+    Contrastive few-shot fine-tuning (SetFit's idea; a name is ``Contrastive(loss=name)``): the backbone
+    is tuned so that same-class training rows get similar embeddings and other rows dissimilar ones,
+    on every pair of rows within each training batch (no pair list is stored), then the linear head
+    is solved to convergence on the tuned embeddings (``C``). Needs trainable backbone weights
+    (``freeze_layers`` other than "all", or ``adapter``), a single-label ``y`` and at least 2 rows
+    of each class. With ``C=None``, ``head_hidden`` or ``label_smoothing`` the head trains by epochs
+    beside the contrastive term instead. Worth it with few labels (see the README's "Few labels")."""
 
 AUGMENT_PARAM = """\
 augment : {"light", "standard"}, callable or None, default=None

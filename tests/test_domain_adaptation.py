@@ -297,3 +297,11 @@ def test_merge_domains_keeps_arrays_and_marks_labels():
     assert sample_domain.tolist() == [1, 1, -2, -2, -2]
     X, y, _ = merge_domains(["a.png"], ["cat"], np.array(["b.png"]))
     assert X == ["a.png", "b.png"] and y.tolist() == ["cat", None]
+
+
+def test_patterns_that_freeze_every_weight_are_refused_clearly(shift, da_params):
+    """freeze_layers as patterns that match every parameter leaves nothing to align (not only 'all')."""
+    X, y, sample_domain, _, _ = shift
+    clf = _clf({**da_params, "head_hidden": ()}, freeze_layers=["*"], domain_adaptation="coral", max_epochs=1)
+    with pytest.raises(ValueError, match="no backbone weight trains and the head has no hidden layer"):
+        clf.fit(X, y, sample_domain=sample_domain)

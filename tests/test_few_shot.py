@@ -108,7 +108,7 @@ def test_pipeline_gridsearch_pickle_and_save(few_shot_params, text_data, tmp_pat
     expected = clf.predict_proba(X)
     np.testing.assert_allclose(pickle.loads(pickle.dumps(clf)).predict_proba(X), expected, atol=1e-6)
     loaded = load(clf.save(tmp_path / "model"))
-    assert loaded.contrastive.get_params() == {"loss": "triplet", "min_steps": 20}
+    assert loaded.contrastive.get_params() == {"loss": "triplet", "min_steps": 5}
     np.testing.assert_allclose(loaded.predict_proba(X), expected, atol=1e-5)
     assert clone(clf).contrastive is not clf.contrastive
 

