@@ -9,7 +9,6 @@ from ._batch import SAMPLE_WEIGHT, Stage
 from ._bn_folding import folded_for_inference
 from ._freezing import set_norms_eval
 
-
 VARIANCE_SHRINKAGE = 300.0
 
 
@@ -22,7 +21,8 @@ class Head(nn.Module):
     per-feature variances from a few dozen rows are noise, and dividing by them stretched noise
     directions (measured on frozen embeddings of six text and two image sets at 5-64 rows per class,
     ``benchmarks/results/few_shot.md``: the unshrunk scaling trailed ``LogisticRegression()`` on the raw
-    embeddings by up to 1.5 points, the shrunk one matches it, and both agree on large sets).
+    embeddings by up to 1.5 points, the shrunk one matches it, and both agree on large sets). Where the
+    backbone trains with the head, the variances are not shrunk (not measured there).
     """
 
     def __init__(self, in_features: int, n_outputs: int, hidden: tuple[int, ...] = (), dropout: float = 0.0):
@@ -38,15 +38,16 @@ class Head(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     @torch.no_grad()
-    def fit_standardization(self, features: torch.Tensor) -> None:
+    def fit_standardization(self, features: torch.Tensor, *, shrink: bool = True) -> None:
+        """Fit the map on ``features``; ``shrink=False``: unshrunk per-feature variances (the backbone trains)."""
         features = features.float()
         self.mean.copy_(features.mean(0))
         if len(features) < 2:
             self.scale.fill_(1.0)
             return
         variance = features.var(0, unbiased=False)
-        shrink = len(features) / (len(features) + VARIANCE_SHRINKAGE)
-        std = (shrink * variance + (1.0 - shrink) * variance.mean()).sqrt()
+        share = len(features) / (len(features) + VARIANCE_SHRINKAGE) if shrink else 1.0
+        std = (share * variance + (1.0 - share) * variance.mean()).sqrt()
         # A feature (near) constant in the sample, e.g. a sparse one, must not be blown up on new data.
         self.scale.copy_(std.clamp(min=max(0.1 * float(std.mean()), 1e-6)))
 

@@ -72,7 +72,10 @@ class FitPlanner:
         train_idx, valid_idx = self._split(y, seed, validate)
         values = self.est._embed(items, module.encoder, prefix=prefix) if stage.precomputed else None
         if not warm:
-            self._fit_standardization(module, items, values, stage, prefix, train_idx, trainable)
+            # Shrunk variances where measured: a frozen backbone's head, and the features of contrastive tuning.
+            shrink = ((trainable.backbone_frozen and self.est.unfreeze_every is None)
+                      or any(stream.solves_head for stream in streams))
+            self._fit_standardization(module, items, values, stage, prefix, train_idx, trainable, shrink)
         epochs = epochs or self.est.max_epochs
         train_data = self._dataset(stage, items, values, y, weights, train_idx, train=True)
         valid_data = None if valid_idx is None else self._dataset(stage, items, values, y, weights, valid_idx)
@@ -183,7 +186,7 @@ class FitPlanner:
         return train, valid
 
     def _fit_standardization(self, module, items, values, stage: Stage, prefix, train_idx,
-                             trainable: Trainable) -> None:
+                             trainable: Trainable, shrink: bool) -> None:
         # A frozen backbone: every training embedding (cached, or one extra pass with cache=False), so cache
         # on and off train the same head. A trainable one: a seeded sample of pretrained embeddings (cached).
         sample = train_idx
@@ -197,7 +200,7 @@ class FitPlanner:
             features = self.est._embed_prefix_outputs(values[sample], prefix, module.encoder)
         else:
             features = self.est._embed([items[i] for i in sample], module.encoder)
-        module.head.fit_standardization(torch.as_tensor(features, device=self.est.device_))
+        module.head.fit_standardization(torch.as_tensor(features, device=self.est.device_), shrink=shrink)
 
     def _dataset(self, stage: Stage, items, values, y, weights, idx, train: bool = False):
         w = None if weights is None else weights[idx]

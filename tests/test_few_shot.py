@@ -34,7 +34,8 @@ def few_shot_params(tiny_text_params) -> dict:
 @pytest.mark.parametrize("loss", ["cosine", "supcon", "triplet"])
 def test_stream_pulls_same_class_embeddings_together(tiny_text_params, text_data, loss):
     X, y = text_data
-    before = _distance_ratio(PretrainedTextEmbedder(backbone=tiny_text_params["backbone"], max_length=16).fit_transform(X), y)
+    embedder = PretrainedTextEmbedder(backbone=tiny_text_params["backbone"], max_length=16)
+    before = _distance_ratio(embedder.fit_transform(X), y)
     clf = PretrainedTextClassifier(**{**tiny_text_params, "max_epochs": 3}, freeze_layers="none", lr=1e-3,
                                    contrastive=Contrastive(loss=loss)).fit(X, y)
     after = _distance_ratio(clf.transform(X), y)
@@ -93,7 +94,7 @@ def test_composes_with_lora_class_weight_and_keep_blocks(few_shot_params, text_d
 
 def test_without_a_solvable_head_the_head_trains_beside_the_term(few_shot_params, text_data):
     X, y = text_data
-    clf = PretrainedTextClassifier(**{**few_shot_params, "head_hidden": (8,), "max_epochs": 4}).fit(X, y)
+    clf = PretrainedTextClassifier(**{**few_shot_params, "head_hidden": (8,), "max_epochs": 6, "lr": 1e-3}).fit(X, y)
     assert clf.C_ is None
     assert clf.score(X, y) >= 0.9
 
@@ -178,3 +179,32 @@ def test_losses_are_low_for_separated_classes_and_high_for_mixed_ones():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert float(cosine_pair_loss(separated, labels, weights)) < 1e-3
+
+
+def test_standardisation_shrinks_variances_of_few_rows_toward_their_mean():
+    from sktransfer._heads import VARIANCE_SHRINKAGE, Head
+
+    rng = np.random.default_rng(0)
+    spread = np.array([0.1, 1.0, 10.0], dtype=np.float32)
+    ratios = []
+    for n in (6, 6000):
+        features = torch.as_tensor(rng.normal(size=(n, 3)).astype(np.float32) * spread)
+        shrunk, plain = Head(3, 2), Head(3, 2)
+        shrunk.fit_standardization(features)
+        plain.fit_standardization(features, shrink=False)
+        variance = features.var(0, unbiased=False)
+        share = n / (n + VARIANCE_SHRINKAGE)
+        expected = (share * variance + (1 - share) * variance.mean()).sqrt()
+        torch.testing.assert_close(shrunk.scale, expected.clamp(min=0.1 * float(expected.mean())))
+        torch.testing.assert_close(plain.scale, variance.sqrt().clamp(min=0.1 * float(variance.sqrt().mean())))
+        ratios.append(float(shrunk.scale.max() / shrunk.scale.min()))
+    assert ratios[0] < 1.1 < 5 < ratios[1]  # 6 rows: one scale for all features; 6,000: nearly per feature
+
+
+def test_fine_tuning_keeps_unshrunk_standardisation(few_shot_params, text_data):
+    X, y = text_data
+    clf = PretrainedTextClassifier(**{**few_shot_params, "contrastive": None, "max_epochs": 1}).fit(X, y)
+    reference = PretrainedTextEmbedder(backbone=few_shot_params["backbone"], max_length=16).fit_transform(X)
+    std = torch.as_tensor(reference).std(0, unbiased=False)
+    torch.testing.assert_close(clf.net_.module_.head.scale, std.clamp(min=0.1 * float(std.mean())), atol=1e-5,
+                               rtol=1e-4)
