@@ -16,7 +16,8 @@ and is scored on the same test rows (at most ``test`` of them, a seeded subsampl
 Cells already measured are kept in ``few_shot.jsonl`` beside the results file (one line per arm, set,
 k and draw), so a long full run can be resumed; the table reports the number of draws behind each cell.
 Run with ``python -m benchmarks.few_shot [--full [--partial]]`` or through ``python -m benchmarks``
-(``--partial``: three text sets, two draws, k = 8 and 16, and hymenoptera).
+(``--partial``: three text sets, two draws, k = 8 and 16, and hymenoptera; ``--report``: write the
+table from the stored cells only).
 """
 
 from __future__ import annotations
@@ -235,7 +236,9 @@ def run(quick: bool, out_dir: Path) -> Path:
     mode = "quick" if quick else "partial" if "--partial" in sys.argv else "full"
     setting = SETTINGS[mode]
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = measure_all(setting, out_dir / "few_shot.jsonl")
+    store = out_dir / "few_shot.jsonl"
+    # --report: the table from the cells measured so far, measuring nothing (a run stopped part-way).
+    results = [row for row in _cells(store).values()] if "--report" in sys.argv else measure_all(setting, store)
     rows, means = summarise(results)
     best = {m["k per class"]: m for m in means}
     text = "; ".join(

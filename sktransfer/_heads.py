@@ -20,7 +20,7 @@ class Head(nn.Module):
     toward the mean variance over features by ``n / (n + VARIANCE_SHRINKAGE)`` for ``n`` training rows:
     per-feature variances from a few dozen rows are noise, and dividing by them stretched noise
     directions (measured on frozen embeddings of six text and two image sets at 5-64 rows per class,
-    ``benchmarks/results/few_shot.md``: the unshrunk scaling trailed ``LogisticRegression()`` on the raw
+    ``benchmarks/results/standardisation.md``: the unshrunk scaling trailed ``LogisticRegression()`` on the raw
     embeddings by up to 1.5 points, the shrunk one matches it, and both agree on large sets). Where the
     backbone trains with the head, the variances are not shrunk (not measured there).
     """

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks.__main__ import parse_args, run_one, write_summary
@@ -159,3 +160,16 @@ def test_a_learning_rates_rerun_fits_a_missing_seed_whole_and_judges_the_mean(tm
     assert "## SST-2 (all-MiniLM-L6-v2), random_state=1" in text
     assert gap == pytest.approx(83.0 - (84.0 + 83.0) / 2)
     assert "Mean over random_state 0, 1: `lr=\"auto\"`: 83.00 %; best hand-set rate 2e-05: 83.50 %" in text
+
+
+def test_few_shot_means_only_count_draws_every_arm_has():
+    from benchmarks.few_shot import draw, summarise
+
+    rows = [{"set": "trec", "k": 8, "draw": d, "arm": arm, "accuracy": acc, "fit_s": 1.0, "predict_s": 0.1}
+            for d, arm, acc in [(0, "a", 0.5), (0, "b", 0.7), (1, "a", 0.9)]]  # draw 1 lacks arm b
+    cells, means = summarise(rows)
+    assert means == [{"k per class": 8, "sets x draws": 1, "a %": 50.0, "b %": 70.0, "a fit s": 1.0, "b fit s": 1.0}]
+    assert {c["arm"]: c["draws"] for c in cells} == {"a": 2, "b": 1}
+    y = np.array([0] * 10 + [1] * 20)
+    rows = draw(y, 4, seed=0)
+    assert np.bincount(y[rows]).tolist() == [4, 4] and len(set(rows)) == 8
