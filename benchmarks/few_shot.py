@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -130,9 +131,10 @@ class SetFitArm:
         from setfit import SetFitModel, Trainer, TrainingArguments
 
         self.model = SetFitModel.from_pretrained(_minilm_path())
-        args = TrainingArguments(seed=self.seed, show_progress_bar=False)
-        Trainer(model=self.model, args=args, train_dataset=Dataset.from_dict({"text": list(X), "label": list(y)}),
-                ).train()
+        with tempfile.TemporaryDirectory() as checkpoints:  # SetFit saves checkpoints; never in the project
+            args = TrainingArguments(output_dir=checkpoints, seed=self.seed, show_progress_bar=False)
+            data = Dataset.from_dict({"text": list(X), "label": list(y)})
+            Trainer(model=self.model, args=args, train_dataset=data).train()
         return self
 
     def predict(self, X):

@@ -28,7 +28,7 @@ from .few_shot import IMAGE_SETS, TEXT_SETS, draw, load_set
 SETTINGS = {"full": dict(sets=TEXT_SETS + IMAGE_SETS, text_ks=(8, 16, 64), image_ks=(5, 10), draws=5),
             "quick": dict(sets=("trec",), text_ks=(8,), image_ks=(5,), draws=2)}
 ALL = "all"
-MAX_POOL = 4000
+MAX_POOL = 10000
 
 
 def _scores(X, y, X_test, y_test) -> dict[str, float]:
@@ -58,7 +58,7 @@ def run(quick: bool, out_dir: Path) -> Path:
     rows = []
     for name in setting["sets"]:
         X_pool, y_pool, X_test, y_test = load_set(name)
-        if len(X_pool) > MAX_POOL:  # SST-2's 60,614 phrases: a seeded sample keeps the embedding pass short
+        if len(X_pool) > MAX_POOL:  # SST-2: a seeded sample keeps the embedding pass short
             keep = np.sort(np.random.default_rng(0).permutation(len(X_pool))[:MAX_POOL])
             X_pool, y_pool = [X_pool[i] for i in keep], y_pool[keep]
         embedder = PretrainedTextEmbedder() if name in TEXT_SETS else PretrainedImageEmbedder()
@@ -82,7 +82,7 @@ def run(quick: bool, out_dir: Path) -> Path:
                  f"{max(shrunk):+.1f} points (mean {np.mean(shrunk):+.2f}); per-feature {min(plain):+.1f} to "
                  f"{max(plain):+.1f} (mean {np.mean(plain):+.2f})")
         + f"\nMode: {'quick' if quick else 'full'}. Settings: {setting}; test rows as in the few-shot benchmark "
-        "(all of them here); pools of more than 4,000 rows (SST-2) are a seeded 4,000-row sample.\n\n"
+        "(all of them here); pools of more than 10,000 rows (SST-2) are a seeded 10,000-row sample.\n\n"
         + markdown_table(rows) + "\n"
     )
     return write_result("standardisation", "The frozen default's head with few rows per class", body, out_dir)
