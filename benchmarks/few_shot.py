@@ -248,7 +248,8 @@ def run(quick: bool, out_dir: Path) -> Path:
         f"default {m.get('sktransfer default %', '-')} %, LogisticRegression "
         f"{m.get('frozen + LogisticRegression() %', '-')} %" for k, m in best.items())
     body = (
-        headline(f"text sets, mean accuracy: {text}")
+        headline(f"text sets measured ({', '.join(sorted({r['set'] for r in results} & set(TEXT_SETS)))}), "
+                 f"mean accuracy: {text}")
         + f"\nMode: {mode}. Settings: {setting}. Contrastive arm freeze_layers: "
         f"{CONTRASTIVE_FREEZE}.\n\n## Mean over the text sets (draws every arm has)\n\n"
         + markdown_table(means) + "\n\n## Every cell (mean ± std over draws)\n\n" + markdown_table(rows) + "\n"
