@@ -10,7 +10,7 @@ and is scored on the same test rows (at most ``test`` of them, a seeded subsampl
 - ``frozen + LogisticRegression()``: ``make_pipeline(Pretrained*Embedder(), LogisticRegression())``;
 - ``sktransfer default``: ``Pretrained*Classifier()`` (frozen backbone, converged head);
 - ``sktransfer contrastive``: ``Pretrained*Classifier(contrastive=Contrastive(), freeze_layers=...)``;
-- ``SetFit 1.2`` (texts; ``pip install setfit``): ``SetFitModel`` on the same MiniLM folder, SetFit's
+- ``SetFit 1.2`` (texts; ``pip install -e ".[bench]"``): ``SetFitModel`` on the same MiniLM folder, SetFit's
   ``TrainingArguments()`` defaults (batch 16, 1 epoch, 20 pair iterations per row, body lr 2e-5), seeded.
 
 Cells already measured are kept in ``few_shot.jsonl`` beside the results file (one line per arm, set,
