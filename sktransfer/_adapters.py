@@ -23,7 +23,7 @@ from torch import nn
 from ._freezing import frozen_names
 from ._persistence import register_parameter_object
 from ._plan import Trainable
-from ._validation import fraction, positive_int, positive_real, validate_params
+from ._validation import fraction, positive_int, positive_real, resolve_parameter_object
 
 ATTENTION_PROJECTIONS = frozenset({
     "query", "key", "value", "q", "k", "v", "q_proj", "k_proj", "v_proj", "qkv", "c_attn", "Wqkv",
@@ -170,11 +170,7 @@ register_parameter_object(LoRA)
 
 def resolve_adapter(adapter: LoRA | str | None) -> LoRA | None:
     """The adapter a fit uses: ``"lora"`` is ``LoRA()``; its parameters are checked."""
-    if adapter is None:
-        return None
-    adapter = LoRA() if adapter == "lora" else adapter
-    validate_params(adapter)
-    return adapter
+    return resolve_parameter_object(adapter, lambda name: LoRA())
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from ._persistence import register_parameter_object
-from ._validation import StrOptions, positive_int, validate_params
+from ._validation import StrOptions, positive_int, resolve_parameter_object
 
 LOSSES = ("cosine", "supcon", "triplet")
 
@@ -65,11 +65,7 @@ register_parameter_object(Contrastive)
 
 def resolve_contrastive(value: Contrastive | str | None) -> Contrastive | None:
     """The strategy a fit uses: a loss name is ``Contrastive(loss=name)``; its parameters are checked."""
-    if value is None:
-        return None
-    value = Contrastive(loss=value) if isinstance(value, str) else value
-    validate_params(value)
-    return value
+    return resolve_parameter_object(value, lambda name: Contrastive(loss=name))
 
 
 def check_contrastive_targets(estimator, y_encoded: np.ndarray) -> None:

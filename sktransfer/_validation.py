@@ -9,7 +9,9 @@ checked). scikit-learn's private validation helpers come through :mod:`sktransfe
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from numbers import Integral, Real
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +41,17 @@ def validate_params(estimator) -> None:
                 f"The {name!r} parameter of {type(estimator).__name__} must be an int, not a bool. "
                 f"Got {params[name]!r} instead."
             )
+
+
+def resolve_parameter_object(value: Any, spelled: Callable[[str], Any]) -> Any:
+    """The object a strategy parameter (``adapter``, ``contrastive``) holds for a fit: None stays None, a short
+    spelling (a str, already checked by the estimator's constraints) is ``spelled(value)``; its parameters are
+    checked."""
+    if value is None:
+        return None
+    value = spelled(value) if isinstance(value, str) else value
+    validate_params(value)
+    return value
 
 
 def check_device(device: str) -> None:

@@ -85,7 +85,6 @@ def triplet_loss(z: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, m
     return (w * per_row).sum() / w.sum().clamp_min(1e-12)
 
 
-
 class ClassPairSampler(Sampler):
     """Each epoch, the rows in a new random order of same-class pairs, so that a batch of an even number of
     rows gives every row a positive. A class with an odd number of rows pairs its last row with another of
