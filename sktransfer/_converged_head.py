@@ -67,8 +67,11 @@ def solve_head(net, plan: FitPlan, *, kind: str, C: float | str, seed: int) -> f
 def solve_tuned_head(est, net, plan: FitPlan, *, C: float | str, seed: int) -> float | np.ndarray:
     """After the backbone trained: standardise on, and solve the linear head to convergence on, the tuned
     backbone's embeddings of the labelled training rows (``plan.tuned_rows``); return the C used."""
-    head, rows = plan.module.head, plan.tuned_rows
-    features = est._embed(rows.items, plan.module.encoder, use_cache=False)
+    head, rows, encoder = plan.module.head, plan.tuned_rows, plan.module.encoder
+    if plan.prefix is None:
+        features = est._embed(rows.items, encoder, use_cache=False)
+    else:  # the frozen prefix's outputs are the fit's own (cached): only the trained suffix runs
+        features = est._embed_prefix_outputs(est._embed(rows.items, encoder, prefix=plan.prefix), plan.prefix, encoder)
     head.fit_standardization(torch.as_tensor(features, device=est.device_))
     return _solve_into(head, _standardised(head, features), rows.y, rows.weights, net.criterion,
                        kind=plan.tuned_head, C=C, seed=seed)

@@ -56,6 +56,20 @@ def test_head_is_solved_on_the_tuned_embeddings(few_shot_params, text_data):
     np.testing.assert_allclose(clf.predict_proba(X), reference.predict_proba(z.numpy()), atol=2e-3)
 
 
+def test_head_on_the_prefix_cache_is_solved_on_the_tuned_embeddings(tiny_image_params, image_data):
+    """Top blocks over the frozen-prefix cache: the head solved on the cached prefix outputs run through the
+    trained suffix is the one solved on the tuned model's own embeddings."""
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = image_data
+    clf = PretrainedImageClassifier(**tiny_image_params, freeze_layers=-1, contrastive="cosine").fit(X, y)
+    assert clf.prefix_cached_
+    head = clf.net_.module_.head
+    z = ((torch.as_tensor(clf.transform(X)) - head.mean) / head.scale).numpy()
+    reference = LogisticRegression(C=clf.C_).fit(z, y)
+    np.testing.assert_allclose(clf.predict_proba(X), reference.predict_proba(z), atol=2e-3)
+
+
 def test_deterministic_under_random_state(few_shot_params, text_data):
     X, y = text_data
     a = PretrainedTextClassifier(**few_shot_params).fit(X, y).predict_proba(X)
