@@ -8,16 +8,17 @@ val). Each draw takes k rows of each class from the pool (seeded); every arm tra
 and is scored on the same test rows (at most ``test`` of them, a seeded subsample), in the same run:
 
 - ``frozen + LogisticRegression()``: ``make_pipeline(Pretrained*Embedder(), LogisticRegression())``;
-- ``sktransfer default``: ``Pretrained*Classifier()`` (frozen backbone, converged head);
+- ``sktransfer frozen head``: ``Pretrained*Classifier(contrastive=None)`` (frozen backbone, converged head);
 - ``sktransfer contrastive``: ``Pretrained*Classifier(contrastive=Contrastive(), freeze_layers=...)``;
+- ``sktransfer default``: ``Pretrained*Classifier()``, what a user gets without asking;
 - ``SetFit 1.2`` (texts; ``pip install -e ".[bench]"``): ``SetFitModel`` on the same MiniLM folder, SetFit's
-  ``TrainingArguments()`` defaults (batch 16, 1 epoch, 20 pair iterations per row, body lr 2e-5), seeded.
+  ``TrainingArguments()`` defaults (batch 16, 1 epoch over its "oversampling" pairs, body lr 2e-5), seeded.
 
 Cells already measured are kept in ``few_shot.jsonl`` beside the results file (one line per arm, set,
 k and draw), so a long full run can be resumed; the table reports the number of draws behind each cell.
 Run with ``python -m benchmarks.few_shot [--full [--partial]]`` or through ``python -m benchmarks``
 (``--partial``: three text sets, two draws, k = 8 and 16, and hymenoptera; ``--report``: write the
-table from the stored cells only).
+table from the stored cells only; ``--arms=A,B`` and ``--ks=8,16``: measure only these arms and k).
 """
 
 from __future__ import annotations
@@ -110,10 +111,11 @@ def _arms(modality: str) -> dict:
     embedder = PretrainedTextEmbedder if modality == "text" else PretrainedImageEmbedder
     arms = {
         "frozen + LogisticRegression()": lambda seed: make_pipeline(embedder(), LogisticRegression(max_iter=1000)),
-        "sktransfer default": lambda seed: classifier(random_state=seed),
+        "sktransfer frozen head": lambda seed: classifier(contrastive=None, random_state=seed),
         "sktransfer contrastive": lambda seed: classifier(contrastive=Contrastive(),
                                                           freeze_layers=CONTRASTIVE_FREEZE[modality],
                                                           random_state=seed),
+        "sktransfer default": lambda seed: classifier(random_state=seed),
     }
     if modality == "text":
         arms["SetFit 1.2"] = SetFitArm
@@ -157,49 +159,52 @@ def _measure(make, seed: int, X, y, X_test, y_test) -> dict:
             "fit_s": fit_s, "predict_s": predict_s}
 
 
-def _cells(store: Path) -> dict[tuple, dict]:
+def _cells(store: Path, test: int | None = None) -> dict[tuple, dict]:
+    """The stored cells (of the settings scored on ``test`` rows, when given: modes never mix)."""
     if not store.exists():
         return {}
     cells = {}
     for line in store.read_text().splitlines():
         row = json.loads(line)
-        cells[(row["set"], row["k"], row["draw"], row["arm"])] = row
+        if test is None or row["test"] == test:
+            cells[(row["set"], row["k"], row["draw"], row["arm"])] = row
     return cells
 
 
-def measure_all(setting: dict, store: Path) -> list[dict]:
-    """Every (set, k, draw, arm) cell of ``setting``: from ``store`` where measured, else measured and appended."""
+def measure_all(setting: dict, store: Path, arms: tuple[str, ...] | None = None) -> list[dict]:
+    """Every (set, k, draw, arm) cell of ``setting``: from ``store`` where measured, else measured and appended.
+
+    The cheap arms go first over every set and k, SetFit (minutes a fit) last, and within an arm the small
+    k first: a run stopped part-way leaves whole columns. ``arms``: measure only these (names), reading the
+    rest from the store.
+    """
     from sktransfer import feature_cache
 
-    cells = _cells(store)
-    plan = [(name, "text", k) for name in setting["text_sets"] for k in setting["text_ks"]]
-    plan += [(name, "image", k) for name in setting["image_sets"] for k in setting["image_ks"]]
-    available = {}
-    for name, modality, k in plan:
-        try:
-            import setfit  # noqa: F401
-        except ImportError:
-            available["SetFit 1.2"] = False
-        if name not in available:
-            try:
-                available[name] = load_set(name)
-            except FileNotFoundError as err:
-                print(f"[few_shot] {name}: skipped ({err})", file=sys.stderr, flush=True)
-                available[name] = None
-        data = available[name]
-        if data is None:
-            continue
-        X_pool, y_pool, X_test, y_test = data
-        keep = np.sort(np.random.default_rng(0).permutation(len(X_test))[: setting["test"]])
-        X_test, y_test = [X_test[i] for i in keep], y_test[keep]
-        feature_cache.clear()
-        for d in range(setting["draws"]):
-            rows = draw(y_pool, k, seed=d)
-            X, y = [X_pool[i] for i in rows], y_pool[rows]
-            for arm, make in _arms(modality).items():
-                if available.get(arm) is False or (name, k, d, arm) in cells:
-                    continue
-                result = {"set": name, "k": k, "draw": d, "arm": arm, **_measure(make, d, X, y, X_test, y_test)}
+    cells = _cells(store, setting["test"])
+    plan = [(name, "text", k) for k in setting["text_ks"] for name in setting["text_sets"]]
+    plan += [(name, "image", k) for k in setting["image_ks"] for name in setting["image_sets"]]
+    order = [arm for arm in _arms("text") if arms is None or arm in arms]
+    try:
+        import setfit  # noqa: F401
+    except ImportError:
+        order = [arm for arm in order if arm != "SetFit 1.2"]
+    data: dict[str, tuple | None] = {}
+    for arm in order:
+        for name, modality, k in plan:
+            if arm not in _arms(modality):
+                continue
+            todo = [d for d in range(setting["draws"]) if (name, k, d, arm) not in cells]
+            if todo and name not in data:
+                data[name] = _test_subsample(name, setting["test"])
+            if not todo or data[name] is None:
+                continue
+            X_pool, y_pool, X_test, y_test = data[name]
+            feature_cache.clear()
+            for d in todo:
+                rows = draw(y_pool, k, seed=d)
+                X, y = [X_pool[i] for i in rows], y_pool[rows]
+                result = {"test": setting["test"], "set": name, "k": k, "draw": d, "arm": arm,
+                          **_measure(_arms(modality)[arm], d, X, y, X_test, y_test)}
                 print(f"[few_shot] {name} k={k} draw {d} {arm}: {100 * result['accuracy']:.1f} % "
                       f"(fit {result['fit_s']:.1f} s)", file=sys.stderr, flush=True)
                 cells[(name, k, d, arm)] = result
@@ -207,6 +212,17 @@ def measure_all(setting: dict, store: Path) -> list[dict]:
                     f.write(json.dumps(result) + "\n")
     wanted = {(name, k, d) for name, _, k in plan for d in range(setting["draws"])}
     return [row for key, row in cells.items() if key[:3] in wanted]
+
+
+def _test_subsample(name: str, test: int) -> tuple | None:
+    """A set's pool and at most ``test`` of its test rows (seeded), or None where its data is absent."""
+    try:
+        X_pool, y_pool, X_test, y_test = load_set(name)
+    except FileNotFoundError as err:
+        print(f"[few_shot] {name}: skipped ({err})", file=sys.stderr, flush=True)
+        return None
+    keep = np.sort(np.random.default_rng(0).permutation(len(X_test))[:test])
+    return X_pool, y_pool, [X_test[i] for i in keep], y_test[keep]
 
 
 def summarise(results: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -236,11 +252,19 @@ def run(quick: bool, out_dir: Path) -> Path:
     if not (SHARED_DATA / "trec").is_dir():
         raise FileNotFoundError(f"{SHARED_DATA / 'trec'} is absent: this benchmark needs the shared data.")
     mode = "quick" if quick else "partial" if "--partial" in sys.argv else "full"
-    setting = SETTINGS[mode]
+    setting = dict(SETTINGS[mode])
+    ks = next((tuple(int(k) for k in a.split("=", 1)[1].split(",")) for a in sys.argv if a.startswith("--ks=")), None)
+    if ks is not None:  # measure these k only (the report still reads every stored k of the mode)
+        setting["text_ks"] = tuple(k for k in setting["text_ks"] if k in ks)
+        setting["image_ks"] = tuple(k for k in setting["image_ks"] if k in ks)
     out_dir.mkdir(parents=True, exist_ok=True)
     store = out_dir / "few_shot.jsonl"
     # --report: the table from the cells measured so far, measuring nothing (a run stopped part-way).
-    results = [row for row in _cells(store).values()] if "--report" in sys.argv else measure_all(setting, store)
+    arms = next((tuple(a.split("=", 1)[1].split(",")) for a in sys.argv if a.startswith("--arms=")), None)
+    if "--report" in sys.argv:
+        results = list(_cells(store, setting["test"]).values())
+    else:
+        results = measure_all(setting, store, arms)
     rows, means = summarise(results)
     best = {m["k per class"]: m for m in means}
     text = "; ".join(

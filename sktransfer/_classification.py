@@ -16,7 +16,7 @@ from torch import nn
 
 from ._distill import DISTILLATION_PARAMETERS, check_distillation, check_distilled_targets, split_training_rows
 from ._domain import DOMAIN_PARAMETERS, check_adaptable_targets, check_domain_adaptation, labelled_rows
-from ._few_shot import LOSSES, Contrastive, check_contrastive_targets, resolve_contrastive
+from ._few_shot import LOSSES, Contrastive, choose_few_shot, resolve_contrastive
 from ._multitask import (
     MultiOutputLoss,
     as_lists,
@@ -64,7 +64,7 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
     teacher: Any = None
     distill_temperature: float = 2.0
     distill_weight: float = 0.5
-    contrastive: Any = None
+    contrastive: Any = "auto"
 
     _parameter_constraints = {
         "label_smoothing": [fraction],
@@ -73,7 +73,7 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
         "output_weights": [list, tuple, np.ndarray, None],
         **DOMAIN_PARAMETERS,
         **DISTILLATION_PARAMETERS,
-        "contrastive": [StrOptions(set(LOSSES)), Contrastive, None],
+        "contrastive": [StrOptions({"auto", *LOSSES}), Contrastive, None],
     }
     _training_only_params = ("teacher",)  # save() writes None: the fitted student predicts without its teacher
 
@@ -97,8 +97,10 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
         encoded = self._encode_targets(y, n, classes)
         check_adaptable_targets(self)
         check_distilled_targets(self)
-        check_contrastive_targets(self, encoded)
         return encoded
+
+    def _choose_strategies(self, y_encoded: np.ndarray, *, warm: bool) -> None:
+        choose_few_shot(self, y_encoded, warm=warm)
 
     def _encode_targets(self, y, n: int, classes=None) -> np.ndarray:
         raw = y

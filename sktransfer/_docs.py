@@ -49,7 +49,9 @@ n_outputs_ : int
 n_target_rows_ : int
     Unlabelled target-domain rows the last fit adapted to (0 without ``domain_adaptation``).
 n_unlabelled_rows_ : int
-    Unlabelled rows the last fit learned from the teacher's predictions (0 without ``teacher``)."""
+    Unlabelled rows the last fit learned from the teacher's predictions (0 without ``teacher``).
+contrastive_ : Contrastive or None
+    The contrastive fine-tuning the fit used ("auto" resolved; None: none)."""
 
 REGRESSOR_ATTRIBUTES = """\
 n_outputs_ : int
@@ -105,6 +107,8 @@ backbone_tuned_ : bool
 blocks_ : list of list of str
     The backbone's parameter names, block by block from the input to the output (what ``freeze_layers``
     counts and its patterns match).
+freeze_layers_ : "all", "none", int or list of str
+    The ``freeze_layers`` the fit used ("auto" resolved).
 n_trainable_backbone_params_ : int
     Backbone parameters (elements) that training updated: 0 with ``freeze_layers="all"``, the adapters'
     with LoRA.

@@ -202,8 +202,8 @@ DOMAIN_PARAMETERS = {
 
 def check_domain_adaptation(estimator) -> None:
     """The fit-time check of ``domain_adaptation``: something before the last linear layer must train."""
-    if (estimator.domain_adaptation is not None and estimator.freeze_layers == "all" and estimator.adapter is None
-            and estimator.unfreeze_every is None and not estimator.head_hidden):
+    if (estimator.domain_adaptation is not None and estimator.freeze_layers in ("auto", "all")
+            and estimator.adapter is None and estimator.unfreeze_every is None and not estimator.head_hidden):
         raise ValueError(
             f"domain_adaptation={estimator.domain_adaptation!r} aligns trainable features, but with a frozen "
             "backbone (freeze_layers='all') and no hidden head layer nothing before the last linear layer trains. "

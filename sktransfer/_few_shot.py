@@ -64,13 +64,61 @@ register_parameter_object(Contrastive)
 
 
 def resolve_contrastive(value: Contrastive | str | None) -> Contrastive | None:
-    """The strategy a fit uses: a loss name is ``Contrastive(loss=name)``; its parameters are checked."""
-    return resolve_parameter_object(value, lambda name: Contrastive(loss=name))
+    """The strategy a fit uses: a loss name is ``Contrastive(loss=name)``; its parameters are checked.
+    "auto" (decided at fit by :func:`choose_few_shot`) is None here."""
+    return resolve_parameter_object(None if value == "auto" else value, lambda name: Contrastive(loss=name))
 
 
-def check_contrastive_targets(estimator, y_encoded: np.ndarray) -> None:
-    """After the targets are encoded: contrastive pairs need one label per row and two rows of each class."""
-    if estimator.contrastive is None:
+AUTO_ROWS_PER_CLASS = 16
+"""``contrastive="auto"`` tunes the backbone where the median class has at most this many labelled rows."""
+AUTO_MODALITIES = ("text",)
+"""Where ``contrastive="auto"`` may tune the backbone (measured in ``benchmarks/few_shot.py``)."""
+CONTRASTIVE_FREEZE = {"text": "none", "image": -3}
+"""What ``freeze_layers="auto"`` trains under contrastive fine-tuning: all of a text backbone (as SetFit's
+body), an image backbone's top three blocks."""
+
+
+def head_is_solved(estimator) -> bool:
+    """Whether the linear head is solved to convergence (``C``) rather than trained by epochs."""
+    return estimator.C is not None and not estimator.head_hidden and estimator._solver_kind() is not None
+
+
+def _auto_applies(estimator, y_encoded: np.ndarray, warm: bool) -> bool:
+    """Whether this fit is the few-label case ``contrastive="auto"`` tunes the backbone for: a single-label
+    fit, from scratch, whose median class has 2 to ``AUTO_ROWS_PER_CLASS`` rows, with nothing else chosen
+    that trains the backbone or adds rows (``freeze_layers``, ``adapter``, ``teacher``, domain adaptation)."""
+    if (warm or estimator._modality not in AUTO_MODALITIES or estimator.multilabel_ or estimator.multioutput_
+            or estimator.freeze_layers != "auto" or estimator.adapter is not None
+            or estimator.unfreeze_every is not None or estimator.teacher is not None
+            or estimator.domain_adaptation is not None or estimator.early_stopping
+            or not head_is_solved(estimator)):
+        return False
+    counts = np.bincount(y_encoded, minlength=len(estimator.classes_))
+    return counts.min() >= 2 and np.median(counts) <= AUTO_ROWS_PER_CLASS
+
+
+def choose_few_shot(estimator, y_encoded: np.ndarray, *, warm: bool) -> None:
+    """Decide this fit's ``contrastive_`` and ``freeze_layers_`` (after the targets are encoded).
+
+    ``contrastive="auto"`` is ``Contrastive()`` in the few-label case (:func:`_auto_applies`), else None;
+    ``freeze_layers="auto"`` trains what contrastive fine-tuning needs (:data:`CONTRASTIVE_FREEZE`) when it
+    is on, else nothing (``"all"``). An explicit ``contrastive`` is checked against the targets.
+    """
+    if estimator.contrastive == "auto":
+        strategy = Contrastive() if _auto_applies(estimator, y_encoded, warm) else None
+    else:
+        strategy = resolve_contrastive(estimator.contrastive)
+        check_contrastive_targets(estimator, strategy, y_encoded)
+    estimator.contrastive_ = strategy
+    if estimator.freeze_layers == "auto":
+        estimator.freeze_layers_ = "all" if strategy is None else CONTRASTIVE_FREEZE[estimator._modality]
+    else:
+        estimator.freeze_layers_ = estimator.freeze_layers
+
+
+def check_contrastive_targets(estimator, strategy: Contrastive | None, y_encoded: np.ndarray) -> None:
+    """Contrastive pairs need one label per row and two rows of each class."""
+    if strategy is None:
         return
     if estimator.multilabel_ or estimator.multioutput_:
         raise ValueError("contrastive fine-tuning pairs rows by their one label: it needs a single-label y "
@@ -80,7 +128,7 @@ def check_contrastive_targets(estimator, y_encoded: np.ndarray) -> None:
         lonely = estimator.classes_[counts < 2].tolist()
         raise ValueError(f"contrastive fine-tuning needs at least 2 labelled rows of each class (a same-class pair), "
                          f"but class(es) {lonely[:5]} have one: add rows of those classes, or set contrastive=None.")
-    if estimator.early_stopping and estimator.C is not None and not estimator.head_hidden:
+    if estimator.early_stopping and head_is_solved(estimator):
         raise ValueError("early_stopping watches the head's validation loss, but with contrastive fine-tuning the "
                          "head is solved only after the backbone trains: set early_stopping=False, or C=None to "
                          "train the head beside the contrastive term.")

@@ -18,7 +18,7 @@ from numbers import Integral
 from torch import nn
 
 FREEZE_FORMS = (
-    "freeze_layers must be 'all', 'none', an int k (freeze the first k blocks; -k freezes all but the "
+    "freeze_layers must be 'auto', 'all', 'none', an int k (freeze the first k blocks; -k freezes all but the "
     "last k) or a list of glob patterns over parameter names (e.g. ['model.blocks.0.*'])"
 )
 
@@ -95,7 +95,7 @@ def transformer_blocks(model: nn.Module, prefix: str = "") -> list[list[str]]:
 def validate_freeze_layers(freeze_layers, n_blocks: int | None) -> None:
     """Raise a ValueError or TypeError that lists the valid forms (the range is checked when ``n_blocks`` is known)."""
     if isinstance(freeze_layers, str):
-        if freeze_layers not in ("all", "none"):
+        if freeze_layers not in ("auto", "all", "none"):
             raise ValueError(f"{FREEZE_FORMS}; got {freeze_layers!r}.")
     elif isinstance(freeze_layers, Integral) and not isinstance(freeze_layers, bool):
         if n_blocks is not None and abs(int(freeze_layers)) > n_blocks:

@@ -63,8 +63,8 @@ def ineffective_parameters(estimator, plan: FitPlan) -> dict[str, str]:
         add(["freeze_bn_stats", "layer_decay"], "no backbone weight trains (freeze_layers='all')")
         if estimator.head_lr is not None:
             add(["lr"], "no backbone weight trains and head_lr sets the head's rate")
-    if estimator.adapter is None and n_frozen_blocks(estimator.freeze_layers, len(plan.blocks)) == 0:
-        add(["unfreeze_every"], f"freeze_layers={estimator.freeze_layers!r} leaves no frozen block to unfreeze")
+    if estimator.adapter is None and n_frozen_blocks(estimator.freeze_layers_, len(plan.blocks)) == 0:
+        add(["unfreeze_every"], f"freeze_layers={estimator.freeze_layers_!r} leaves no frozen block to unfreeze")
     if not estimator.early_stopping:
         add(_EARLY_STOPPING_OPTIONS, "early_stopping=False: no validation split is held out")
     if not getattr(estimator, "multilabel_", True):

@@ -49,10 +49,13 @@ verbose : int, default=0
     0 is silent; 1 shows a progress bar per epoch and a per-epoch table."""
 
 TRAINING_PARAMS = """\
-freeze_layers : "all", "none", int or list of str, default="all"
+freeze_layers : "auto", "all", "none", int or list of str, default="auto"
     "all": train only the head (feature extraction); "none" or 0: full fine-tuning; ``k > 0``:
     freeze the first ``k`` backbone blocks (``n_backbone_blocks_`` tells how many there are);
     ``-k``: freeze all but the last ``k``; a list of glob patterns freezes matching parameter names.
+    "auto": "all", except under a classifier's contrastive fine-tuning (``contrastive``), which then
+    trains a text backbone whole and an image backbone's top three blocks; ``freeze_layers_``
+    records the value used.
 lr : float or "auto", default="auto"
     Learning rate of the backbone's last block and, unless ``head_lr``, of the head. "auto": the rate
     published fine-tuning recipes use for each part: 1e-3 for the new head, 1e-4 for a convolutional
@@ -177,14 +180,19 @@ distill_weight : float, default=0.5
     Weight w of the teacher: a labelled row's loss is (1 - w) times the cross-entropy of its label plus w
     times the distillation term (the KL divergence to the soft targets); an unlabelled row has the second
     term only. 1: the teacher alone; 0: the labels alone.
-contrastive : Contrastive, {"cosine", "supcon", "triplet"} or None, default=None
+contrastive : "auto", Contrastive, {"cosine", "supcon", "triplet"} or None, default="auto"
     Contrastive few-shot fine-tuning (SetFit's idea; a name is ``Contrastive(loss=name)``): the backbone
     is tuned so that same-class training rows get similar embeddings and other rows dissimilar ones,
     on every pair of rows within each training batch (no pair list is stored), then the linear head
     is solved to convergence on the tuned embeddings (``C``). Needs trainable backbone weights
-    (``freeze_layers`` other than "all", or ``adapter``), a single-label ``y`` and at least 2 rows
-    of each class. With ``C=None``, ``head_hidden`` or ``label_smoothing`` the head trains by epochs
-    beside the contrastive term instead. Worth it with few labels (see the README's "Few labels")."""
+    (``freeze_layers`` "auto", other than "all", or ``adapter``), a single-label ``y`` and at least 2
+    rows of each class. With ``C=None``, ``head_hidden`` or ``label_smoothing`` the head trains by
+    epochs beside the contrastive term instead. "auto": ``Contrastive()`` for a text classifier whose
+    median class has at most 16 labelled rows (and at least 2 in every class), where measured to help
+    (the README's "Few labels"), when nothing else is chosen that trains the backbone or adds rows
+    (``freeze_layers`` left "auto", no ``adapter``, ``teacher``, ``domain_adaptation``, ``early_stopping``
+    or ``warm_start``/``partial_fit``) and the head is solved (``C``); else None. ``contrastive_``
+    records the choice."""
 
 AUGMENT_PARAM = """\
 augment : {"light", "standard"}, callable or None, default=None

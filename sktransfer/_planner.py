@@ -128,15 +128,15 @@ class FitPlanner:
 
     def _trainable(self, encoder: torch.nn.Module, blocks: list[list[str]]) -> Trainable:
         """Freeze what ``freeze_layers`` says (or add the adapter, which alone trains)."""
-        validate_freeze_layers(self.est.freeze_layers, len(blocks))
+        validate_freeze_layers(self.est.freeze_layers_, len(blocks))
         if self.est.adapter is not None:
             return attach_adapter(encoder, blocks, self._adapter_options())
         names = [name for name, _ in encoder.named_parameters()]
-        frozen = frozen_names(blocks, self.est.freeze_layers, names)
+        frozen = frozen_names(blocks, self.est.freeze_layers_, names)
         return Trainable(blocks, apply_freeze(encoder, frozen))
 
     def _adapter_options(self) -> AdapterOptions:
-        return AdapterOptions.of(self.est.adapter, self.est.freeze_layers)
+        return AdapterOptions.of(self.est.adapter, self.est.freeze_layers_)
 
     def _stage(self, encoder: torch.nn.Module, trainable: Trainable, items: list) -> tuple[Stage, PrefixSplit | None]:
         """What can be computed once: the frozen backbone's embeddings, a frozen prefix's outputs, or nothing."""
@@ -221,7 +221,7 @@ class FitPlanner:
                 load_best=True,
             )))
         if self.est.unfreeze_every is not None:
-            n_frozen = n_frozen_blocks(self.est.freeze_layers, len(blocks)) or 0
+            n_frozen = n_frozen_blocks(self.est.freeze_layers_, len(blocks)) or 0
             callbacks.append(("unfreeze", GradualUnfreezing(blocks, n_frozen, self.est.unfreeze_every)))
         if self.est.verbose:
             callbacks.append(("progress", ProgressBar()))

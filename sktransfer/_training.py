@@ -51,7 +51,7 @@ class TrainableEstimator(BackboneEstimator):
     ``_stratify_targets`` and ``_check_predict_targets``.
     """
 
-    freeze_layers: Any = "all"
+    freeze_layers: Any = "auto"
     lr: float | str = "auto"
     max_epochs: int = 10
     weight_decay: float = 0.01
@@ -77,7 +77,7 @@ class TrainableEstimator(BackboneEstimator):
     compile: bool = False
 
     _parameter_constraints = {
-        "freeze_layers": [StrOptions({"all", "none"}), Integral, list, tuple],
+        "freeze_layers": [StrOptions({"auto", "all", "none"}), Integral, list, tuple],
         "lr": [positive_real, StrOptions({"auto"})],
         "max_epochs": [positive_int],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
@@ -120,12 +120,17 @@ class TrainableEstimator(BackboneEstimator):
     def _augment(self):
         return None
 
+    def _choose_strategies(self, y_encoded: np.ndarray, *, warm: bool) -> None:
+        """Resolve this fit's "auto" choices once its targets are known: ``freeze_layers_`` ("auto" freezes the
+        backbone here; the classifiers may tune it from few labels, see ``_few_shot.choose_few_shot``)."""
+        self.freeze_layers_ = "all" if self.freeze_layers == "auto" else self.freeze_layers
+
     def _plan_fit(self, items: list, y: np.ndarray, weights: np.ndarray | None, **decisions) -> FitPlan:
         """This fit's plan (see :class:`~sktransfer._planner.FitPlanner`, built anew for each fit)."""
         return FitPlanner(self).plan(items, y, weights, **decisions)
 
     def _adapter_options(self) -> AdapterOptions:
-        return AdapterOptions.of(self.adapter, self.freeze_layers)
+        return AdapterOptions.of(self.adapter, getattr(self, "freeze_layers_", self.freeze_layers))
 
     def _split_domains(self, items: list, y, sample_weight, sample_domain):
         """Source rows and target items; only the classifiers adapt (``split_training_rows`` in ``_distill.py``)."""
@@ -190,6 +195,7 @@ class TrainableEstimator(BackboneEstimator):
             y_encoded = self._prepare_targets(y, len(items), classes)
             if warm:
                 self._check_same_targets(before)
+            self._choose_strategies(y_encoded, warm=warm or incremental)
         except Exception:
             self.__dict__.update(before)  # a failed warm fit leaves the fitted model as it was
             raise

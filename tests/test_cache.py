@@ -101,7 +101,7 @@ def test_modified_array_is_embedded_again(image_data, forward_items):
 
 def test_features_are_computed_once_across_epochs(unique_texts, tiny_text_params, forward_items):
     X, y = unique_texts
-    PretrainedTextClassifier(**{**tiny_text_params, "max_epochs": 4}).fit(X, y)
+    PretrainedTextClassifier(**{**tiny_text_params, "max_epochs": 4}, freeze_layers="all").fit(X, y)
     assert sum(forward_items) == len(X)
     forward_items.clear()
     PretrainedTextClassifier(**{**tiny_text_params, "max_epochs": 4}, C=None).fit(X, y)
@@ -127,7 +127,7 @@ def test_parallel_workers_share_cache_dir_and_compute_once(unique_texts, tiny_te
     monkeypatch.setattr(TextEncoder, "forward", _counting.counting_forward)
     monkeypatch.setattr(_counting, "_LOG", [log])
     cache_dir = tmp_path / "features"
-    estimator = PretrainedTextClassifier(**tiny_text_params, cache_dir=str(cache_dir))
+    estimator = PretrainedTextClassifier(**tiny_text_params, freeze_layers="all", cache_dir=str(cache_dir))
     GridSearchCV(estimator, {"lr": [1e-3, 1e-2]}, cv=2, n_jobs=2, scoring=_counting.CountingScorer(log)).fit(X, y)
     assert _counting.counted(log) == len(X)  # across both workers and the refit in this process
     assert len(list(cache_dir.glob("*/*.npy"))) == len(X)

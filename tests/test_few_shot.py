@@ -222,3 +222,62 @@ def test_fine_tuning_keeps_unshrunk_standardisation(few_shot_params, text_data):
     std = torch.as_tensor(reference).std(0, unbiased=False)
     torch.testing.assert_close(clf.net_.module_.head.scale, std.clamp(min=0.1 * float(std.mean())), atol=1e-5,
                                rtol=1e-4)
+
+
+# ------------------------------------------------------------------ the default: contrastive="auto"
+def test_the_default_tunes_a_text_backbone_from_few_labels(tiny_text_params, text_data):
+    X, y = text_data  # 12 rows per class
+    clf = PretrainedTextClassifier(**tiny_text_params).fit(X, y)
+    assert isinstance(clf.contrastive_, Contrastive) and clf.contrastive_.get_params() == Contrastive().get_params()
+    assert clf.freeze_layers_ == "none" and clf.backbone_tuned_
+    assert clf.C_ is not None
+    explicit = PretrainedTextClassifier(**tiny_text_params, contrastive=Contrastive(), freeze_layers="none").fit(X, y)
+    np.testing.assert_array_equal(clf.predict_proba(X), explicit.predict_proba(X))  # the same model
+
+
+def test_the_default_stays_frozen_with_many_labels_per_class(tiny_text_params, text_data, monkeypatch):
+    from sktransfer import _few_shot
+
+    X, y = text_data
+    monkeypatch.setattr(_few_shot, "AUTO_ROWS_PER_CLASS", 11)  # fewer than the 12 rows of each class
+    clf = PretrainedTextClassifier(**tiny_text_params).fit(X, y)
+    assert clf.contrastive_ is None and clf.freeze_layers_ == "all" and not clf.backbone_tuned_
+
+
+@pytest.mark.parametrize("change", [
+    {"freeze_layers": "all"}, {"freeze_layers": -1}, {"adapter": "lora"}, {"early_stopping": True},
+    {"C": None}, {"head_hidden": (8,)}, {"label_smoothing": 0.1},
+])
+def test_the_default_leaves_a_chosen_recipe_alone(tiny_text_params, text_data, change):
+    X, y = text_data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf = PretrainedTextClassifier(**tiny_text_params, **change).fit(X, y)
+    assert clf.contrastive_ is None
+
+
+def test_the_default_skips_what_contrastive_pairs_cannot_use(tiny_text_params, text_data):
+    X, y = text_data
+    lonely = PretrainedTextClassifier(**tiny_text_params).fit(X[:7], y[:7])  # one "neg" row: no pair, no error
+    assert lonely.contrastive_ is None and lonely.freeze_layers_ == "all"
+    multilabel = PretrainedTextClassifier(**tiny_text_params).fit(X, np.eye(2, dtype=int)[[i % 2 for i in range(24)]])
+    assert multilabel.contrastive_ is None
+    incremental = PretrainedTextClassifier(**tiny_text_params).partial_fit(X, y, classes=["neg", "pos"])
+    assert incremental.contrastive_ is None
+
+
+def test_images_and_regressors_stay_frozen_by_default(tiny_image_params, image_data):
+    from sktransfer import PretrainedImageRegressor
+
+    X, y = image_data
+    clf = PretrainedImageClassifier(**tiny_image_params).fit(X, y)
+    assert clf.contrastive_ is None and clf.freeze_layers_ == "all"
+    reg = PretrainedImageRegressor(**tiny_image_params).fit(X, np.arange(len(X), dtype=float))
+    assert reg.freeze_layers_ == "all"
+
+
+def test_an_explicit_contrastive_trains_what_it_needs(tiny_text_params, tiny_image_params, text_data, image_data):
+    text = PretrainedTextClassifier(**tiny_text_params, contrastive="cosine").fit(*text_data)
+    assert text.freeze_layers_ == "none"
+    image = PretrainedImageClassifier(**tiny_image_params, contrastive="cosine").fit(*image_data)
+    assert image.freeze_layers_ == -3 and image.prefix_cached_

@@ -22,7 +22,7 @@ def image_clf(image_data, tiny_image_params):
 
 @pytest.fixture
 def text_clf(text_data, tiny_text_params):
-    return PretrainedTextClassifier(**tiny_text_params).fit(*text_data)
+    return PretrainedTextClassifier(**tiny_text_params, freeze_layers="all").fit(*text_data)
 
 
 @pytest.fixture(scope="module")

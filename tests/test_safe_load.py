@@ -199,7 +199,7 @@ def test_tampered_weights_never_reach_other_models_through_the_cache(unique_text
     from sktransfer._persistence import _fingerprint
 
     X, y = unique_texts
-    folder = PretrainedTextClassifier(**tiny_text_params).fit(X, y).save(tmp_path / "model")
+    folder = PretrainedTextClassifier(**tiny_text_params, freeze_layers="all").fit(X, y).save(tmp_path / "model")
     victim = PretrainedTextEmbedder(backbone=tiny_bert_dir, max_length=16).fit(X)
     assert sktransfer.load(folder).backbone_identity_ == victim.backbone_identity_  # an intact model shares the cache
     # The folder now also stores the (frozen) word embeddings, altered, with the fingerprint of the rest to match.

@@ -37,7 +37,8 @@ def tuned_text(tiny_bert_dir, text_data):
 def test_the_new_model_starts_from_the_fine_tuned_backbone(tuned_text, tiny_bert_dir, text_data):
     X, y = text_data
     before = _state(tuned_text)
-    new = PretrainedTextClassifier(backbone=tuned_text, max_length=16, random_state=0).fit(X, [len(t) > 9 for t in X])
+    new = PretrainedTextClassifier(backbone=tuned_text, max_length=16, freeze_layers="all",
+                                   random_state=0).fit(X, [len(t) > 9 for t in X])
     np.testing.assert_allclose(new.transform(X), tuned_text.transform(X), atol=1e-5)
     pretrained = PretrainedTextEmbedder(backbone=tiny_bert_dir, max_length=16).fit(X).transform(X)
     assert np.abs(new.transform(X) - pretrained).max() > 1e-3  # not the pretrained weights
@@ -72,7 +73,7 @@ def test_clone_and_grid_search_keep_the_fitted_model(tuned_text, text_data):
 def test_a_saved_folder_works_as_backbone_and_the_new_model_does_not_need_it(tuned_text, text_data, tmp_path):
     X, y = text_data
     folder = tuned_text.save(tmp_path / "first")
-    new = PretrainedTextClassifier(backbone=str(folder), max_length=16, random_state=0).fit(X, y)
+    new = PretrainedTextClassifier(backbone=str(folder), max_length=16, freeze_layers="all", random_state=0).fit(X, y)
     np.testing.assert_allclose(new.transform(X), tuned_text.transform(X), atol=1e-5)
     expected = new.predict_proba(X)
     pickled = pickle.dumps(new)
@@ -113,8 +114,8 @@ def test_lora_adapters_are_merged_into_the_passed_on_backbone(tiny_bert_dir, tex
 
 def test_an_unchanged_pretrained_backbone_shares_its_cached_embeddings(tiny_bert_dir, text_data):
     X, y = text_data
-    frozen = PretrainedTextClassifier(backbone=tiny_bert_dir, max_length=16, random_state=0).fit(X, y)
-    new = PretrainedTextClassifier(backbone=frozen, max_length=16, random_state=0).fit(X, y)
+    frozen = PretrainedTextClassifier(backbone=tiny_bert_dir, max_length=16, freeze_layers="all", random_state=0).fit(X, y)
+    new = PretrainedTextClassifier(backbone=frozen, max_length=16, freeze_layers="all", random_state=0).fit(X, y)
     assert new.backbone_identity_ == frozen.backbone_identity_
 
 

@@ -29,7 +29,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import Sampler
 
-from .._few_shot import resolve_contrastive
+from .._few_shot import head_is_solved
 from .base import StreamBatch, TrainingStream, register_stream
 
 
@@ -155,8 +155,7 @@ class ContrastiveStream(TrainingStream):
 
 @register_stream(ContrastiveStream.name)
 def _contrastive(estimator: Any) -> ContrastiveStream | None:
-    strategy = resolve_contrastive(getattr(estimator, "contrastive", None))
+    strategy = getattr(estimator, "contrastive_", None)  # chosen at fit (``choose_few_shot``)
     if strategy is None:
         return None
-    solves = estimator.C is not None and not estimator.head_hidden and estimator._solver_kind() is not None
-    return ContrastiveStream(strategy.loss, strategy.min_steps * estimator.batch_size, solves)
+    return ContrastiveStream(strategy.loss, strategy.min_steps * estimator.batch_size, head_is_solved(estimator))
