@@ -11,6 +11,7 @@ and is scored on the same test rows (at most ``test`` of them, a seeded subsampl
 - ``sktransfer frozen head``: ``Pretrained*Classifier(contrastive=None)`` (frozen backbone, converged head);
 - ``sktransfer contrastive``: ``Pretrained*Classifier(contrastive=Contrastive(), freeze_layers=...)``;
 - ``sktransfer default``: ``Pretrained*Classifier()``, what a user gets without asking;
+- ``sktransfer contrastive, light views`` (images): the contrastive arm with ``augment="light"``;
 - ``SetFit 1.2`` (texts; ``pip install -e ".[bench]"``): ``SetFitModel`` on the same MiniLM folder, SetFit's
   ``TrainingArguments()`` defaults (batch 16, 1 epoch over its "oversampling" pairs, body lr 2e-5), seeded.
 
@@ -119,6 +120,9 @@ def _arms(modality: str) -> dict:
     }
     if modality == "text":
         arms["SetFit 1.2"] = SetFitArm
+    else:  # views: each epoch a new random crop and flip of every image (no frozen-prefix cache then)
+        arms["sktransfer contrastive, light views"] = lambda seed: classifier(
+            contrastive=Contrastive(), freeze_layers=CONTRASTIVE_FREEZE[modality], augment="light", random_state=seed)
     return arms
 
 
@@ -183,7 +187,7 @@ def measure_all(setting: dict, store: Path, arms: tuple[str, ...] | None = None)
     cells = _cells(store, setting["test"])
     plan = [(name, "text", k) for k in setting["text_ks"] for name in setting["text_sets"]]
     plan += [(name, "image", k) for k in setting["image_ks"] for name in setting["image_sets"]]
-    order = [arm for arm in _arms("text") if arms is None or arm in arms]
+    order = [arm for arm in {**_arms("text"), **_arms("image")} if arms is None or arm in arms]
     try:
         import setfit  # noqa: F401
     except ImportError:
@@ -223,6 +227,24 @@ def _test_subsample(name: str, test: int) -> tuple | None:
         return None
     keep = np.sort(np.random.default_rng(0).permutation(len(X_test))[:test])
     return X_pool, y_pool, [X_test[i] for i in keep], y_test[keep]
+
+
+def with_default(results: list[dict]) -> list[dict]:
+    """The cells plus, where the ``sktransfer default`` arm was not measured, the arm the default resolves to
+    for that set and k (``contrastive="auto"``: the contrastive arm for texts with at most
+    ``AUTO_ROWS_PER_CLASS`` rows per class, the frozen head otherwise; the same fit, which
+    ``tests/test_few_shot.py`` checks), copied under the default's name: it is never fitted twice."""
+    from sktransfer._few_shot import AUTO_MODALITIES, AUTO_ROWS_PER_CLASS
+
+    measured = {(r["set"], r["k"], r["draw"]) for r in results if r["arm"] == "sktransfer default"}
+    copies = []
+    for row in results:
+        modality = "text" if row["set"] in TEXT_SETS else "image"
+        tuned = modality in AUTO_MODALITIES and row["k"] <= AUTO_ROWS_PER_CLASS
+        if (row["set"], row["k"], row["draw"]) not in measured and row["arm"] == (
+                "sktransfer contrastive" if tuned else "sktransfer frozen head"):
+            copies.append({**row, "arm": "sktransfer default"})
+    return results + copies
 
 
 def summarise(results: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -265,7 +287,7 @@ def run(quick: bool, out_dir: Path) -> Path:
         results = list(_cells(store, setting["test"]).values())
     else:
         results = measure_all(setting, store, arms)
-    rows, means = summarise(results)
+    rows, means = summarise(with_default(results))
     best = {m["k per class"]: m for m in means}
     text = "; ".join(
         f"k={k}: contrastive {m.get('sktransfer contrastive %', '-')} %, SetFit {m.get('SetFit 1.2 %', '-')} %, "

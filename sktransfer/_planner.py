@@ -20,6 +20,7 @@ from torch.utils.data import default_collate
 from ._adapters import AdapterOptions, attach_adapter
 from ._cache import feature_cache
 from ._callbacks import GradualUnfreezing, LRLogger
+from ._few_shot import head_is_solved
 from ._freezing import apply_freeze, frozen_names, n_frozen_blocks, validate_freeze_layers
 from ._heads import Head, TransferModule
 from ._optim import ScheduleFactor, resolve_rates
@@ -108,8 +109,7 @@ class FitPlanner:
 
     def _head_solver(self, stage: Stage, incremental: bool, streams: tuple) -> str | None:
         """The convex problem a linear head on fixed embeddings solves to convergence, if it does (see ``C``)."""
-        converge = (stage is Stage.EMBEDDINGS and self.est.C is not None and not self.est.head_hidden
-                    and not incremental and not streams)
+        converge = stage is Stage.EMBEDDINGS and head_is_solved(self.est) and not incremental and not streams
         return self.est._solver_kind() if converge else None
 
     def _build_module(self) -> tuple[TransferModule, list[list[str]]]:

@@ -173,3 +173,13 @@ def test_few_shot_means_only_count_draws_every_arm_has():
     y = np.array([0] * 10 + [1] * 20)
     rows = draw(y, 4, seed=0)
     assert np.bincount(y[rows]).tolist() == [4, 4] and len(set(rows)) == 8
+
+
+def test_few_shot_default_is_the_arm_the_rule_picks():
+    from benchmarks.few_shot import with_default
+
+    rows = [{"set": name, "k": k, "draw": 0, "arm": arm, "accuracy": acc, "fit_s": 1.0, "predict_s": 0.1}
+            for name, k in [("trec", 8), ("trec", 64), ("hymenoptera", 5)]
+            for arm, acc in [("sktransfer frozen head", 0.5), ("sktransfer contrastive", 0.8)]]
+    default = {(r["set"], r["k"]): r["accuracy"] for r in with_default(rows) if r["arm"] == "sktransfer default"}
+    assert default == {("trec", 8): 0.8, ("trec", 64): 0.5, ("hymenoptera", 5): 0.5}

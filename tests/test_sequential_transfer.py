@@ -114,7 +114,8 @@ def test_lora_adapters_are_merged_into_the_passed_on_backbone(tiny_bert_dir, tex
 
 def test_an_unchanged_pretrained_backbone_shares_its_cached_embeddings(tiny_bert_dir, text_data):
     X, y = text_data
-    frozen = PretrainedTextClassifier(backbone=tiny_bert_dir, max_length=16, freeze_layers="all", random_state=0).fit(X, y)
+    frozen = PretrainedTextClassifier(backbone=tiny_bert_dir, max_length=16, freeze_layers="all",
+                                      random_state=0).fit(X, y)
     new = PretrainedTextClassifier(backbone=frozen, max_length=16, freeze_layers="all", random_state=0).fit(X, y)
     assert new.backbone_identity_ == frozen.backbone_identity_
 
