@@ -11,6 +11,7 @@ and is scored on the same test rows (at most ``test`` of them, a seeded subsampl
 - ``sktransfer frozen head``: ``Pretrained*Classifier(contrastive=None)`` (frozen backbone, converged head);
 - ``sktransfer contrastive``: ``Pretrained*Classifier(contrastive=Contrastive(), freeze_layers=...)``;
 - ``sktransfer default``: ``Pretrained*Classifier()``, what a user gets without asking;
+- ``sktransfer contrastive, min_steps=5`` (texts): the earlier default of ``Contrastive``, 5 steps an epoch;
 - ``sktransfer contrastive, light views`` (images): the contrastive arm with ``augment="light"``;
 - ``SetFit 1.2`` (texts; ``pip install -e ".[bench]"``): ``SetFitModel`` on the same MiniLM folder, SetFit's
   ``TrainingArguments()`` defaults (batch 16, 1 epoch over its "oversampling" pairs, body lr 2e-5), seeded.
@@ -85,7 +86,11 @@ def _halves(n: int, n_pool: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def draw(y: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """k rows of each class, seeded (every class of the pool has more than 64 rows)."""
+    """k rows of each class, seeded."""
+    classes, counts = np.unique(y, return_counts=True)
+    if (counts < k).any():
+        short = {str(c): int(n) for c, n in zip(classes, counts) if n < k}
+        raise ValueError(f"k={k} rows per class is more than these classes have: {short}; use k <= {counts.min()}.")
     rng = np.random.default_rng(seed)
     return np.concatenate([rng.choice(np.flatnonzero(y == c), k, replace=False) for c in np.unique(y)])
 
@@ -119,6 +124,8 @@ def _arms(modality: str) -> dict:
         "sktransfer default": lambda seed: classifier(random_state=seed),
     }
     if modality == "text":
+        arms["sktransfer contrastive, min_steps=5"] = lambda seed: classifier(
+            contrastive=Contrastive(min_steps=5), freeze_layers=CONTRASTIVE_FREEZE[modality], random_state=seed)
         arms["SetFit 1.2"] = SetFitArm
     else:  # views: each epoch a new random crop and flip of every image (no frozen-prefix cache then)
         arms["sktransfer contrastive, light views"] = lambda seed: classifier(

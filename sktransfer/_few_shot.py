@@ -32,11 +32,13 @@ class Contrastive(BaseEstimator):
         class) or 0 (different classes), the two kinds of pair weighted alike. "supcon": the supervised
         contrastive loss (temperature 0.1). "triplet": the batch-hard triplet loss on cosine distances
         (margin 0.25).
-    min_steps : int, default=5
+    min_steps : int or "auto", default="auto"
         Each epoch takes at least this many training steps (going round the training rows as often
-        as that needs), so that a few dozen labelled rows still tune the backbone (``max_epochs``
-        epochs: 50 steps by default); with more rows an epoch is one pass. Measured on TREC and Amazon
-        books at 8 rows per class, 10 per epoch took twice the time for no gain.
+        as that needs), so that a few dozen labelled rows still tune the backbone for ``max_epochs``
+        epochs; with more rows an epoch is one pass. "auto" is one step per class beyond the first
+        (a binary task: 1, ten steps in all by default, about as many as SetFit takes at 8 texts per
+        class; six classes: 5). ``benchmarks/results/few_shot.md`` compares it with 5 steps on every
+        set ("min_steps=5", the earlier default): four times the fit time on binary sets.
 
     See Also
     --------
@@ -52,12 +54,17 @@ class Contrastive(BaseEstimator):
 
     _parameter_constraints = {
         "loss": [StrOptions(set(LOSSES))],
-        "min_steps": [positive_int],
+        "min_steps": [positive_int, StrOptions({"auto"})],
     }
 
-    def __init__(self, *, loss: str = "cosine", min_steps: int = 5):
+    def __init__(self, *, loss: str = "cosine", min_steps: int | str = "auto"):
         self.loss = loss
         self.min_steps = min_steps
+
+
+    def steps_per_epoch(self, n_classes: int) -> int:
+        """The least number of steps of an epoch (``min_steps``, "auto" resolved for ``n_classes``)."""
+        return max(1, n_classes - 1) if self.min_steps == "auto" else self.min_steps
 
 
 register_parameter_object(Contrastive)

@@ -173,6 +173,8 @@ def test_few_shot_means_only_count_draws_every_arm_has():
     y = np.array([0] * 10 + [1] * 20)
     rows = draw(y, 4, seed=0)
     assert np.bincount(y[rows]).tolist() == [4, 4] and len(set(rows)) == 8
+    with pytest.raises(ValueError, match=r"k=12 rows per class is more than these classes have: \{'0': 10\}"):
+        draw(y, 12, seed=0)
 
 
 def test_few_shot_default_is_the_arm_the_rule_picks():

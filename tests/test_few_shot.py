@@ -37,7 +37,7 @@ def test_stream_pulls_same_class_embeddings_together(tiny_text_params, text_data
     embedder = PretrainedTextEmbedder(backbone=tiny_text_params["backbone"], max_length=16)
     before = _distance_ratio(embedder.fit_transform(X), y)
     clf = PretrainedTextClassifier(**{**tiny_text_params, "max_epochs": 3}, freeze_layers="none", lr=1e-3,
-                                   contrastive=Contrastive(loss=loss)).fit(X, y)
+                                   contrastive=Contrastive(loss=loss, min_steps=5)).fit(X, y)
     after = _distance_ratio(clf.transform(X), y)
     assert after < 0.8 * before
     assert clf.C_ is not None  # the head was solved on the tuned embeddings
@@ -87,6 +87,19 @@ def test_epochs_take_at_least_min_steps(few_shot_params, text_data):
     assert clf.net_.steps_done_ == 9
 
 
+def test_min_steps_auto_takes_a_step_per_class_beyond_the_first(few_shot_params, text_data):
+    assert [Contrastive().steps_per_epoch(c) for c in (2, 3, 6)] == [1, 2, 5]
+    assert Contrastive(min_steps=7).steps_per_epoch(2) == 7
+    X, y = text_data
+    binary = PretrainedTextClassifier(**{**few_shot_params, "max_epochs": 1, "batch_size": 8,
+                                         "contrastive": Contrastive()}).fit(X, y)
+    assert binary.net_.steps_done_ == 3  # one pass over 24 rows in batches of 8
+    labels = np.array(["a", "b", "c", "d"] * 6)
+    four = PretrainedTextClassifier(**{**few_shot_params, "max_epochs": 1, "batch_size": 12,
+                                       "contrastive": Contrastive()}).fit(X, labels)
+    assert four.net_.steps_done_ == 4  # 3 steps at least: the epoch goes round the 24 rows twice
+
+
 def test_top_blocks_only(few_shot_params, text_data, tiny_image_params, image_data):
     X, y = text_data
     top = PretrainedTextClassifier(**{**few_shot_params, "freeze_layers": -1}).fit(X, y)
@@ -123,7 +136,7 @@ def test_pipeline_gridsearch_pickle_and_save(few_shot_params, text_data, tmp_pat
     expected = clf.predict_proba(X)
     np.testing.assert_allclose(pickle.loads(pickle.dumps(clf)).predict_proba(X), expected, atol=1e-6)
     loaded = load(clf.save(tmp_path / "model"))
-    assert loaded.contrastive.get_params() == {"loss": "triplet", "min_steps": 5}
+    assert loaded.contrastive.get_params() == {"loss": "triplet", "min_steps": "auto"}
     np.testing.assert_allclose(loaded.predict_proba(X), expected, atol=1e-5)
     assert clone(clf).contrastive is not clf.contrastive
 

@@ -158,4 +158,5 @@ def _contrastive(estimator: Any) -> ContrastiveStream | None:
     strategy = getattr(estimator, "contrastive_", None)  # chosen at fit (``choose_few_shot``)
     if strategy is None:
         return None
-    return ContrastiveStream(strategy.loss, strategy.min_steps * estimator.batch_size, head_is_solved(estimator))
+    min_rows = strategy.steps_per_epoch(len(estimator.classes_)) * estimator.batch_size
+    return ContrastiveStream(strategy.loss, min_rows, head_is_solved(estimator))
