@@ -61,9 +61,19 @@ class Contrastive(BaseEstimator):
         self.loss = loss
         self.min_steps = min_steps
 
-
     def steps_per_epoch(self, n_classes: int) -> int:
-        """The least number of steps of an epoch (``min_steps``, "auto" resolved for ``n_classes``)."""
+        """The least number of training steps an epoch takes.
+
+        Parameters
+        ----------
+        n_classes : int
+            The number of classes of the fit.
+
+        Returns
+        -------
+        int
+            ``min_steps``, "auto" resolved as one step per class beyond the first (at least one).
+        """
         return max(1, n_classes - 1) if self.min_steps == "auto" else self.min_steps
 
 
