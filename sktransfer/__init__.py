@@ -8,6 +8,7 @@ from ._image import PretrainedImageClassifier, PretrainedImageEmbedder, Pretrain
 from ._image_data import load_image_folder
 from ._persistence import load
 from ._quantize import quantize_int8
+from ._semi_supervised import SelfTraining
 from ._text import PretrainedTextClassifier, PretrainedTextEmbedder, PretrainedTextRegressor
 from ._weights_cache import backbone_cache
 from .datasets import load_sentiment_sample
@@ -23,6 +24,7 @@ __all__ = [
     "PretrainedTextClassifier",
     "PretrainedTextEmbedder",
     "PretrainedTextRegressor",
+    "SelfTraining",
     "backbone_cache",
     "feature_cache",
     "load",

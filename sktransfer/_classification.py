@@ -33,6 +33,7 @@ from ._multitask import (
     target_kind,
 )
 from ._net import TransferNet, TransferNetClassifier
+from ._semi_supervised import SEMI_SUPERVISED_PARAMETERS, choose_semi_supervised, resolve_semi_supervised
 from ._training import TrainableEstimator
 from ._validation import Interval, StrOptions, check_target_length, fraction
 
@@ -65,6 +66,7 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
     distill_temperature: float = 2.0
     distill_weight: float = 0.5
     contrastive: Any = "auto"
+    semi_supervised: Any = None
 
     _parameter_constraints = {
         "label_smoothing": [fraction],
@@ -74,6 +76,7 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
         **DOMAIN_PARAMETERS,
         **DISTILLATION_PARAMETERS,
         "contrastive": [StrOptions({"auto", *LOSSES}), Contrastive, None],
+        **SEMI_SUPERVISED_PARAMETERS,
     }
     _training_only_params = ("teacher",)  # save() writes None: the fitted student predicts without its teacher
 
@@ -89,6 +92,7 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
         check_domain_adaptation(self)
         check_distillation(self)
         resolve_contrastive(self.contrastive)
+        resolve_semi_supervised(self.semi_supervised)
 
     def _split_domains(self, items, y, sample_weight, sample_domain):
         return split_training_rows(self, items, y, sample_weight, sample_domain)
@@ -101,6 +105,7 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
 
     def _choose_strategies(self, y_encoded: np.ndarray, *, warm: bool) -> None:
         choose_few_shot(self, y_encoded, warm=warm)
+        choose_semi_supervised(self)
 
     def _encode_targets(self, y, n: int, classes=None) -> np.ndarray:
         raw = y
@@ -342,8 +347,8 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
         X : sequence of inputs
             Images or texts, in any of the forms ``fit`` accepts.
         y : array-like of shape (n_samples,), (n_samples, n_labels) or (n_samples, n_outputs)
-            True labels. With ``sample_domain`` or ``domain_adaptation``, rows with masked labels (-1,
-            None, NaN: unlabelled target rows) are left out.
+            True labels. With ``sample_domain``, ``domain_adaptation`` or ``semi_supervised``, rows with
+            masked labels (-1, None, NaN: unlabelled rows) are left out.
         sample_weight : array-like of shape (n_samples,), default=None
             Per-sample weights.
         sample_domain : array-like of shape (n_samples,), default=None
@@ -358,7 +363,7 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
             whose every output is right (``MultiOutputClassifier.score``).
         """
         check_is_fitted(self)
-        if sample_domain is not None or self.domain_adaptation is not None:
+        if sample_domain is not None or self.domain_adaptation is not None or self.semi_supervised is not None:
             X, y, sample_weight = labelled_rows(self._check_inputs(X), y, sample_weight)
         if self.multioutput_:
             return subset_accuracy(y, self.predict(X), sample_weight)

@@ -17,6 +17,7 @@ import torch
 
 from ._multitask import fit_multioutput_head
 from ._plan import SAMPLE_WEIGHT, FitPlan, Stage
+from ._semi_supervised import self_train
 from ._solver import fit_linear_head
 
 
@@ -47,13 +48,28 @@ def _standardised(head, features) -> np.ndarray:
         return ((features.float() - head.mean.cpu()) / head.scale.cpu()).numpy()
 
 
-def solve_head(net, plan: FitPlan, *, kind: str, C: float | str, seed: int) -> float | np.ndarray:
-    """Put the converged linear head into ``plan.module`` and initialise ``net`` around it; return the C used."""
+def _solve_rows(head, criterion, plan: FitPlan, labelled: np.ndarray, y: np.ndarray, weights, unlabelled, *,
+                kind: str, C: float | str, seed: int):
+    """Solve the head on standardised labelled features, self-training on the unlabelled ones (in rounds, see
+    :func:`~sktransfer._semi_supervised.self_train`) where the plan says so; return the C used and the
+    unlabelled rows' pseudo-labels (None without self-training)."""
+    def solve(features, targets, w):
+        return _solve_into(head, features, targets, w, criterion, kind=kind, C=C, seed=seed)
+
+    if plan.self_training is None:
+        return solve(labelled, y, weights), None
+    return self_train(solve, head, labelled, y, weights, _standardised(head, unlabelled), plan.self_training)
+
+
+def solve_head(net, plan: FitPlan, *, kind: str, C: float | str, seed: int):
+    """Put the converged linear head into ``plan.module`` and initialise ``net`` around it; return the C used
+    and the unlabelled rows' pseudo-labels (None without self-training)."""
     start = time.perf_counter()
     head = plan.module.head
     data = plan.train_data
-    C_used = _solve_into(head, _standardised(head, data.X[Stage.EMBEDDINGS.value]), np.asarray(data.y),
-                         data.X.get(SAMPLE_WEIGHT), net.criterion, kind=kind, C=C, seed=seed)
+    C_used, pseudo = _solve_rows(head, net.criterion, plan, _standardised(head, data.X[Stage.EMBEDDINGS.value]),
+                                 np.asarray(data.y), data.X.get(SAMPLE_WEIGHT), plan.unlabelled_values,
+                                 kind=kind, C=C, seed=seed)
     net.initialize()
     net.history.new_epoch()
     net.history.record("epoch", 1)
@@ -61,17 +77,25 @@ def solve_head(net, plan: FitPlan, *, kind: str, C: float | str, seed: int) -> f
     if plan.valid_data is not None:
         net.history.record("valid_loss", _loss(net, plan.valid_data))
     net.history.record("dur", time.perf_counter() - start)
-    return C_used
+    return C_used, pseudo
 
 
-def solve_tuned_head(est, net, plan: FitPlan, *, C: float | str, seed: int) -> float | np.ndarray:
-    """After the backbone trained: standardise on, and solve the linear head to convergence on, the tuned
-    backbone's embeddings of the labelled training rows (``plan.tuned_rows``); return the C used."""
-    head, rows, encoder = plan.module.head, plan.tuned_rows, plan.module.encoder
+def _tuned_embeddings(est, items: list, plan: FitPlan) -> np.ndarray:
+    encoder = plan.module.encoder
     if plan.prefix is None:
-        features = est._embed(rows.items, encoder, use_cache=False)
-    else:  # the frozen prefix's outputs are the fit's own (cached): only the trained suffix runs
-        features = est._embed_prefix_outputs(est._embed(rows.items, encoder, prefix=plan.prefix), plan.prefix, encoder)
-    head.fit_standardization(torch.as_tensor(features, device=est.device_))
-    return _solve_into(head, _standardised(head, features), rows.y, rows.weights, net.criterion,
+        return est._embed(items, encoder, use_cache=False)
+    # The frozen prefix's outputs are the fit's own (cached): only the trained suffix runs.
+    return est._embed_prefix_outputs(est._embed(items, encoder, prefix=plan.prefix), plan.prefix, encoder)
+
+
+def solve_tuned_head(est, net, plan: FitPlan, *, C: float | str, seed: int):
+    """After the backbone trained: standardise on, and solve the linear head to convergence on, the tuned
+    backbone's embeddings of the labelled training rows (``plan.tuned_rows``) and of the unlabelled rows it
+    self-trains on; return the C used and their pseudo-labels (None without self-training)."""
+    head, rows = plan.module.head, plan.tuned_rows
+    features = _tuned_embeddings(est, rows.items, plan)
+    unlabelled = None if plan.self_training is None else _tuned_embeddings(est, plan.unlabelled_items, plan)
+    head.fit_standardization(torch.as_tensor(features if unlabelled is None else np.concatenate([features, unlabelled]),
+                                             device=est.device_))
+    return _solve_rows(head, net.criterion, plan, _standardised(head, features), rows.y, rows.weights, unlabelled,
                        kind=plan.tuned_head, C=C, seed=seed)

@@ -128,10 +128,10 @@ def check_distilled_targets(estimator) -> None:
 
 def split_training_rows(estimator, items, y, sample_weight, sample_domain):
     """Labelled rows and the rows the streams train on without labels: target rows for domain adaptation,
-    and with a teacher the unlabelled ones (masked labels, or ``sample_domain < 0``); records
-    ``n_target_rows_`` and ``n_unlabelled_rows_``."""
+    and with a teacher or ``semi_supervised`` the unlabelled ones (masked labels, or ``sample_domain < 0``);
+    records ``n_target_rows_`` and ``n_unlabelled_rows_``."""
     estimator.n_unlabelled_rows_ = 0
-    if estimator.teacher is None or y is None:
+    if (estimator.teacher is None and estimator.semi_supervised is None) or y is None:
         return split_source_target(estimator, items, y, sample_weight, sample_domain)
     if estimator.domain_adaptation is not None:  # the unlabelled rows are the target rows
         split = split_source_target(estimator, items, y, sample_weight, sample_domain)

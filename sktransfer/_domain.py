@@ -135,8 +135,8 @@ def split_domains(items: list, y, sample_weight, sample_domain, *, mode: str, na
                 "them as unlabelled target rows. (-1 marks unlabelled rows; recode a class named -1.)"
             )
     if target.all():
-        raise ValueError(f"Every row of X is a target row (masked label or sample_domain < 0): fit needs "
-                         f"labelled source rows as well. {_HOW[0].upper() + _HOW[1:]}.")
+        raise ValueError(f"Every row of X is unlabelled (a masked label: -1, None or NaN) or a target row "
+                         f"(sample_domain < 0): fit needs labelled rows as well. {_HOW[0].upper() + _HOW[1:]}.")
     if mode == "adapt" and not target.any():
         raise ValueError(f"domain_adaptation is set but X has no target rows: {_HOW}. Or set "
                          "domain_adaptation=None to train on the labelled rows alone.")

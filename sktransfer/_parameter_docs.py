@@ -192,7 +192,16 @@ contrastive : "auto", Contrastive, {"cosine", "supcon", "triplet"} or None, defa
     (the README's "Few labels"), when nothing else is chosen that trains the backbone or adds rows
     (``freeze_layers`` left "auto", no ``adapter``, ``teacher``, ``domain_adaptation``, ``early_stopping``
     or ``warm_start``/``partial_fit``) and the head is solved (``C``); else None. ``contrastive_``
-    records the choice."""
+    records the choice.
+semi_supervised : SelfTraining, "self_training" or None, default=None
+    Train on the unlabelled rows too: rows of ``X`` whose label is masked (-1, or None/NaN for string
+    labels) learn the labels the model predicts for them with confidence (``SelfTraining``'s
+    ``threshold``). A solved head (``C``) self-trains in rounds on the embeddings computed once, whose
+    standardisation the unlabelled rows join (``n_pseudo_labelled_`` counts the rows labelled so); a
+    head trained by epochs learns the confident predictions of the unlabelled half of each batch.
+    Composes with ``contrastive`` (its tuned embeddings self-train), ``teacher`` (the unlabelled rows
+    learn from both) and ``domain_adaptation`` (the target rows are the unlabelled ones). None: masked
+    rows are left out. Single-label ``y`` only."""
 
 AUGMENT_PARAM = """\
 augment : {"light", "standard"}, callable or None, default=None

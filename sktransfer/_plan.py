@@ -87,6 +87,13 @@ class FitPlan:
     :func:`~sktransfer._converged_head.solve_tuned_head`)."""
     tuned_rows: LabelledRows | None = None
     """The labelled training rows, for ``tuned_head``."""
+    self_training: Any = None
+    """The ``SelfTraining`` strategy when the solved head self-trains in rounds on ``unlabelled_items``
+    (see :mod:`sktransfer._semi_supervised`)."""
+    unlabelled_items: list | None = None
+    """The unlabelled rows' inputs, for ``self_training``."""
+    unlabelled_values: np.ndarray | None = None
+    """Their frozen backbone's embeddings, where the head is solved on precomputed embeddings."""
 
     @property
     def suffix(self) -> nn.Module | None:

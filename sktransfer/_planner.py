@@ -28,6 +28,7 @@ from ._plan import FitPlan, LabelledRows, Stage, Trainable, precomputed_dataset
 from ._prefix import PrefixSplit, split_frozen_prefix
 from ._streams import training_streams
 from ._streams.plan import add_streams
+from ._streams.pseudo_label import pseudo_label_stream
 
 _STANDARDIZATION_SAMPLE = 64  # embedded (and cached) before fine-tuning to fit the head standardisation
 
@@ -72,11 +73,19 @@ class FitPlanner:
         self.est.backbone_tuned_ = self.est.backbone_tuned_ or not trainable.backbone_frozen
         train_idx, valid_idx = self._split(y, seed, validate)
         values = self.est._embed(items, module.encoder, prefix=prefix) if stage.precomputed else None
+        head_solver = self._head_solver(stage, incremental, streams)
+        head_solved = head_solver is not None or any(stream.solves_head for stream in streams)
+        self_training = getattr(self.est, "semi_supervised_", None) if head_solved else None
+        unlabelled_values = None
+        if self_training is not None and head_solver is not None:
+            unlabelled_values = self.est._embed(unlabelled, module.encoder)
         if not warm:
             # Shrunk variances where measured: a frozen backbone's head, and the features of contrastive tuning.
             shrink = ((trainable.backbone_frozen and self.est.unfreeze_every is None)
                       or any(stream.solves_head for stream in streams))
-            self._fit_standardization(module, items, values, stage, prefix, train_idx, trainable, shrink)
+            self._fit_standardization(module, items, values, stage, prefix, train_idx, trainable, shrink,
+                                      unlabelled_values)
+        streams = (*streams, *pseudo_label_stream(self.est, head_solved))
         epochs = epochs or self.est.max_epochs
         train_data = self._dataset(stage, items, values, y, weights, train_idx, train=True)
         valid_data = None if valid_idx is None else self._dataset(stage, items, values, y, weights, valid_idx)
@@ -94,7 +103,10 @@ class FitPlanner:
             collate=self.est._collate_fn() if raw else None,
             num_workers=self.est.num_workers_ if raw else 0,
             train_batch_size=self.est.batch_size,
-            head_solver=self._head_solver(stage, incremental, streams),
+            head_solver=head_solver,
+            self_training=self_training,
+            unlabelled_items=unlabelled if self_training is not None else None,
+            unlabelled_values=unlabelled_values,
         )
         if streams:
             plan = add_streams(self.est, plan, streams, items, train_idx, weights is not None, unlabelled)
@@ -186,16 +198,18 @@ class FitPlanner:
         return train, valid
 
     def _fit_standardization(self, module, items, values, stage: Stage, prefix, train_idx,
-                             trainable: Trainable, shrink: bool) -> None:
+                             trainable: Trainable, shrink: bool, unlabelled_values: np.ndarray | None) -> None:
         # A frozen backbone: every training embedding (cached, or one extra pass with cache=False), so cache
-        # on and off train the same head. A trainable one: a seeded sample of pretrained embeddings (cached).
+        # on and off train the same head, and those of the unlabelled rows it self-trains on. A trainable
+        # one: a seeded sample of pretrained embeddings (cached).
         sample = train_idx
         if not trainable.backbone_frozen:
             size = min(len(train_idx), _STANDARDIZATION_SAMPLE)
             sample = np.sort(np.random.default_rng(0).choice(train_idx, size=size, replace=False))
         # The backbone is still the pretrained one here, so embeddings and prefix outputs are valid.
         if stage is Stage.EMBEDDINGS:
-            features = values[sample]
+            features = values[sample] if unlabelled_values is None else np.concatenate([values[sample],
+                                                                                         unlabelled_values])
         elif stage is Stage.FROZEN_PREFIX:  # the suffix alone, on the cached outputs: no decoding, no prefix
             features = self.est._embed_prefix_outputs(values[sample], prefix, module.encoder)
         else:

@@ -174,6 +174,7 @@ class TrainableEstimator(BackboneEstimator):
         """
         warm = self.warm_start and hasattr(self, "net_")
         self.__dict__.pop("validation_history_", None)
+        self.__dict__.pop("n_pseudo_labelled_", None)
         if not (self.early_stopping and self.refit_full):
             return self._fit(X, y, sample_weight, warm=warm, sample_domain=sample_domain)
         start = copy.deepcopy(self.net_.module_) if warm else None
@@ -219,17 +220,20 @@ class TrainableEstimator(BackboneEstimator):
             net = self._make_net(plan)
             plan.module.use_suffix(plan.suffix)
             try:
+                pseudo = None
                 if plan.head_solver is None:
                     net.fit(plan.train_data, plan.train_data.y)
                     self.C_ = None
                 else:
-                    self.C_ = solve_head(net, plan, kind=plan.head_solver, C=self.C, seed=seed)
+                    self.C_, pseudo = solve_head(net, plan, kind=plan.head_solver, C=self.C, seed=seed)
                     net._release_training_state()
             finally:
                 plan.module.use_suffix(None)
                 net.iterator_train__sampler = None  # its per-item lengths are not part of the model
             if plan.tuned_head is not None:
-                self.C_ = solve_tuned_head(self, net, plan, C=self.C, seed=seed)
+                self.C_, pseudo = solve_tuned_head(self, net, plan, C=self.C, seed=seed)
+            if plan.self_training is not None:
+                self.n_pseudo_labelled_ = int((pseudo >= 0).sum())
         # Left in eval mode, so that predictions (from any thread) never toggle train/eval.
         net.module_.eval()
         self.net_ = net

@@ -260,7 +260,7 @@ def small(shift):
 
 @pytest.mark.parametrize("mutate, error, match", [
     (lambda X, y, d: (X, np.where(d < 0, 0, y), None), ValueError, "no target rows"),
-    (lambda X, y, d: (X, np.full(len(y), -1), None), ValueError, "Every row of X is a target row"),
+    (lambda X, y, d: (X, np.full(len(y), -1), None), ValueError, "Every row of X is unlabelled"),
     (lambda X, y, d: (X, np.where(d < 0, 1, y), d), ValueError, "labels at 8 target rows"),
     (lambda X, y, d: (X, y, d[:-1]), ValueError, "one domain per row of X"),
     (lambda X, y, d: (X, y, d + 0.5), TypeError, "sample_domain must be integers"),
