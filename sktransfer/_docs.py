@@ -51,7 +51,12 @@ n_target_rows_ : int
 n_unlabelled_rows_ : int
     Unlabelled rows the last fit learned from the teacher's predictions (0 without ``teacher``).
 contrastive_ : Contrastive or None
-    The contrastive fine-tuning the fit used ("auto" resolved; None: none)."""
+    The contrastive fine-tuning the fit used ("auto" resolved; None: none).
+semi_supervised_ : SelfTraining or None
+    The self-training the fit used (None: none, also when ``y`` had no unlabelled rows).
+n_pseudo_labelled_ : int
+    Unlabelled rows that took a predicted label in the last self-training round where the head is
+    solved (0 otherwise: the pseudo-label stream labels rows batch by batch)."""
 
 REGRESSOR_ATTRIBUTES = """\
 n_outputs_ : int

@@ -86,7 +86,8 @@ def resolve_semi_supervised(value: SelfTraining | str | None) -> SelfTraining | 
 
 
 def choose_semi_supervised(estimator) -> None:
-    """Decide ``semi_supervised_`` once the targets are encoded; warn when it has no rows to work on."""
+    """Decide ``semi_supervised_`` once the targets are encoded (``n_pseudo_labelled_`` from 0); warn when it
+    has no rows to work on."""
     strategy = resolve_semi_supervised(estimator.semi_supervised)
     if strategy is not None and (estimator.multilabel_ or estimator.multioutput_):
         raise ValueError("semi_supervised pseudo-labels rows with one predicted class: it needs a single-label y "
@@ -97,6 +98,7 @@ def choose_semi_supervised(estimator) -> None:
                       "set semi_supervised=None.", UserWarning, stacklevel=5)
         strategy = None
     estimator.semi_supervised_ = strategy
+    estimator.n_pseudo_labelled_ = 0  # counted by the self-training rounds (the stream labels per batch)
 
 
 def _class_weights(y: np.ndarray, weights: np.ndarray | None, n_classes: int) -> np.ndarray | None:

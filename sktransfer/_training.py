@@ -174,7 +174,6 @@ class TrainableEstimator(BackboneEstimator):
         """
         warm = self.warm_start and hasattr(self, "net_")
         self.__dict__.pop("validation_history_", None)
-        self.__dict__.pop("n_pseudo_labelled_", None)
         if not (self.early_stopping and self.refit_full):
             return self._fit(X, y, sample_weight, warm=warm, sample_domain=sample_domain)
         start = copy.deepcopy(self.net_.module_) if warm else None

@@ -72,7 +72,7 @@ def test_without_unlabelled_rows_it_warns_and_changes_nothing(image_data, tiny_i
         semi = PretrainedImageClassifier(**{**tiny_image_params, "max_epochs": 10},
                                          semi_supervised="self_training").fit(X, y)
     np.testing.assert_array_equal(semi.predict_proba(X), plain.predict_proba(X))
-    assert semi.semi_supervised_ is None and not hasattr(semi, "n_pseudo_labelled_")
+    assert semi.semi_supervised_ is None and semi.n_pseudo_labelled_ == 0
 
 
 def test_a_threshold_no_row_reaches_labels_none(blobs, toy_params):
