@@ -1,6 +1,8 @@
-"""skorch callbacks that sktransfer adds: gradual unfreezing and learning-rate logging."""
+"""skorch callbacks that sktransfer adds: gradual unfreezing, learning-rate logging and the time limit."""
 
 from __future__ import annotations
+
+import time
 
 from skorch.callbacks import Callback
 
@@ -34,3 +36,26 @@ class LRLogger(Callback):
 
     def on_epoch_begin(self, net, **kwargs):
         net.history.record("lr", max(group["lr"] for group in net.optimizer_.param_groups))
+
+
+class TimeLimit(Callback):
+    """Stop training after the first training batch that ends past ``deadline`` (a ``time.monotonic()`` value).
+
+    skorch ends ``fit`` at the ``KeyboardInterrupt`` and still runs ``on_train_end`` (early stopping then
+    restores its best epoch). The unfinished epoch's history row, without its epoch scores, is dropped
+    unless it is the first.
+    ``reached_`` tells whether the limit stopped training.
+    """
+
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+
+    def on_train_begin(self, net, **kwargs):
+        self.reached_ = False
+
+    def on_batch_end(self, net, training=True, **kwargs):
+        if training and time.monotonic() >= self.deadline:
+            self.reached_ = True
+            if len(net.history) > 1 and "train_loss" not in net.history[-1]:
+                del net.history[-1]
+            raise KeyboardInterrupt

@@ -127,7 +127,9 @@ net_ : skorch.NeuralNet
 history_ : skorch.History
     Per-epoch train loss, valid loss and accuracy (with early stopping), learning rate, duration.
 n_epochs_ : int
-    Epochs run.
+    Epochs run (completed ones, when ``time_limit`` stopped training).
+time_limit_reached_ : bool
+    Whether ``time_limit`` stopped training before ``max_epochs``.
 best_epoch_ : int
     Epoch whose weights were kept (the last one without early stopping, or with ``refit_full``).
 validation_history_ : skorch.History

@@ -18,7 +18,7 @@ from ._freezing import n_frozen_blocks
 from ._plan import FitPlan
 
 _EPOCH_OPTIONS = ("lr", "head_lr", "dropout", "weight_decay", "optimizer", "lr_schedule", "warmup", "max_epochs",
-                  "layer_decay", "grad_accum_steps", "patience", "monitor")
+                  "layer_decay", "grad_accum_steps", "patience", "monitor", "time_limit")
 _EARLY_STOPPING_OPTIONS = ("validation_fraction", "patience", "monitor", "refit_full")
 
 

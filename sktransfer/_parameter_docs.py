@@ -62,6 +62,13 @@ lr : float or "auto", default="auto"
     backbone, 3e-5 for a transformer, 1e-3 for LoRA adapters (``lr_`` records the rates used).
 max_epochs : int, default=10
     Passes over the training data.
+time_limit : float or None, default=None
+    Seconds the whole ``fit`` call may take (loading, embedding and training; both fits with
+    ``refit_full``): training stops after the first batch that ends past it, with the weights it has
+    (with ``early_stopping``: the best epoch's). ``time_limit_reached_`` tells whether it stopped
+    training. Only training by epochs stops: a head solved to convergence (``C``) ignores it. The
+    warm-up and ``lr_schedule`` are planned over ``max_epochs``: set it to what training should be
+    without the limit, not to a large number (the warm-up would never end).
 weight_decay : float, default=0.01
     Decoupled weight decay; never applied to biases and normalisation weights.
 dropout : float, default=0.0

@@ -19,7 +19,7 @@ from torch.utils.data import default_collate
 
 from ._adapters import AdapterOptions, attach_adapter
 from ._cache import feature_cache
-from ._callbacks import GradualUnfreezing, LRLogger
+from ._callbacks import GradualUnfreezing, LRLogger, TimeLimit
 from ._few_shot import head_is_solved
 from ._freezing import apply_freeze, frozen_names, n_frozen_blocks, validate_freeze_layers
 from ._heads import Head, TransferModule
@@ -44,11 +44,13 @@ class FitPlanner:
         self.est = est
 
     def plan(self, items: list, y: np.ndarray, weights: np.ndarray | None, *, warm: bool, seed: int,
-                  epochs: int | None, validate: bool, incremental: bool, unlabelled: list | None = None) -> FitPlan:
+                  epochs: int | None, validate: bool, incremental: bool, unlabelled: list | None = None,
+                  deadline: float | None = None) -> FitPlan:
         """Decide, in order, everything this fit trains with; record the fitted attributes it defines.
 
         ``unlabelled``: the inputs of the rows without labels (target-domain rows, or a teacher's unlabelled
-        rows) that ``_split_domains`` kept for the training streams.
+        rows) that ``_split_domains`` kept for the training streams. ``deadline``: when training must stop
+        (``time_limit``; a ``time.monotonic()`` value), None: no limit.
         """
         streams = training_streams(self.est)
         if warm:
@@ -116,7 +118,7 @@ class FitPlanner:
                                                None if weights is None else weights[train_idx])
         rows = len(plan.sampler) if plan.sampler is not None else len(plan.train_data)
         plan.steps = epochs * math.ceil(rows / plan.train_batch_size)
-        plan.callbacks = self._callbacks(trainable.blocks, plan.steps, rates.warmup, valid_data is not None)
+        plan.callbacks = self._callbacks(trainable.blocks, plan.steps, rates.warmup, valid_data is not None, deadline)
         return plan
 
     def _head_solver(self, stage: Stage, incremental: bool, streams: tuple) -> str | None:
@@ -223,7 +225,8 @@ class FitPlanner:
         augment = self.est._augment() if train else None
         return self.est._make_dataset([items[i] for i in idx], y[idx], w, augment=augment)
 
-    def _callbacks(self, blocks: list[list[str]], steps: int, warmup: float, validate: bool) -> list:
+    def _callbacks(self, blocks: list[list[str]], steps: int, warmup: float, validate: bool,
+                   deadline: float | None) -> list:
         callbacks = [("lr_log", LRLogger())]
         if self.est.lr_schedule != "constant" or warmup:
             schedule = ScheduleFactor(self.est.lr_schedule, steps, warmup)
@@ -237,6 +240,8 @@ class FitPlanner:
         if self.est.unfreeze_every is not None:
             n_frozen = n_frozen_blocks(self.est.freeze_layers_, len(blocks)) or 0
             callbacks.append(("unfreeze", GradualUnfreezing(blocks, n_frozen, self.est.unfreeze_every)))
+        if deadline is not None:
+            callbacks.append(("time_limit", TimeLimit(deadline)))
         if self.est.verbose:
             callbacks.append(("progress", ProgressBar()))
         return callbacks

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 from dataclasses import dataclass
 from numbers import Integral, Real
 from pathlib import Path
@@ -54,6 +55,7 @@ class TrainableEstimator(BackboneEstimator):
     freeze_layers: Any = "auto"
     lr: float | str = "auto"
     max_epochs: int = 10
+    time_limit: float | None = None
     weight_decay: float = 0.01
     dropout: float = 0.0
     head_hidden: tuple = ()
@@ -80,6 +82,7 @@ class TrainableEstimator(BackboneEstimator):
         "freeze_layers": [StrOptions({"auto", "all", "none"}), Integral, list, tuple],
         "lr": [positive_real, StrOptions({"auto"})],
         "max_epochs": [positive_int],
+        "time_limit": [positive_real, None],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "dropout": [fraction],
         "head_hidden": [tuple, list],
@@ -174,19 +177,23 @@ class TrainableEstimator(BackboneEstimator):
         """
         warm = self.warm_start and hasattr(self, "net_")
         self.__dict__.pop("validation_history_", None)
+        deadline = None if self.time_limit is None else time.monotonic() + self.time_limit  # the whole call's
         if not (self.early_stopping and self.refit_full):
-            return self._fit(X, y, sample_weight, warm=warm, sample_domain=sample_domain)
+            return self._fit(X, y, sample_weight, warm=warm, sample_domain=sample_domain, deadline=deadline)
         start = copy.deepcopy(self.net_.module_) if warm else None
-        self._fit(X, y, sample_weight, warm=warm, sample_domain=sample_domain)
+        self._fit(X, y, sample_weight, warm=warm, sample_domain=sample_domain, deadline=deadline)
         validation_history = self.history_
         if start is not None:
             self.net_.module_ = start
-        self._fit(X, y, sample_weight, warm=warm, epochs=self.best_epoch_, validate=False, sample_domain=sample_domain)
+        self._fit(X, y, sample_weight, warm=warm, epochs=self.best_epoch_, validate=False, sample_domain=sample_domain,
+                  deadline=deadline)
         self.validation_history_ = validation_history
         return self
 
     def _fit(self, X, y, sample_weight=None, *, warm: bool, classes=None, epochs: int | None = None,
-             validate: bool = True, incremental: bool = False, sample_domain=None):
+             validate: bool = True, incremental: bool = False, sample_domain=None, deadline: float | None = None):
+        if deadline is None and self.time_limit is not None:
+            deadline = time.monotonic() + self.time_limit
         self._validate()
         items = self._check_inputs(X)
         items, y, sample_weight, unlabelled = self._split_domains(items, y, sample_weight, sample_domain)
@@ -213,7 +220,7 @@ class TrainableEstimator(BackboneEstimator):
         with torch.random.fork_rng(devices=cuda_indices(device)):
             torch.manual_seed(seed)
             plan = self._plan_fit(items, y_encoded, weights, warm=warm, seed=seed, epochs=epochs, validate=validate,
-                                  incremental=incremental, unlabelled=unlabelled)
+                                  incremental=incremental, unlabelled=unlabelled, deadline=deadline)
             if validate:
                 warn_ineffective(self, plan)
             net = self._make_net(plan)
@@ -238,6 +245,7 @@ class TrainableEstimator(BackboneEstimator):
         self.net_ = net
         self.history_ = net.history
         self.n_epochs_ = len(net.history)
+        self.time_limit_reached_ = bool(getattr(dict(net.callbacks_).get("time_limit"), "reached_", False))
         self.best_epoch_ = 1 if plan.head_solver else self._best_epoch()
         return self
 

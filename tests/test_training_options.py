@@ -45,6 +45,47 @@ def test_early_stopping_stops_on_plateau_and_restores_best_weights(tiny_image_pa
     assert torch.equal(last, at_best.net_.module_.head.layers[-1].weight)
 
 
+# ------------------------------------------------------------------------------------ time limit
+def _stopping_clock(monkeypatch, batches: int) -> None:
+    """The time limit's clock reads "in time" for ``batches`` training batches, then "past the deadline"."""
+    import types
+
+    import sktransfer._callbacks
+
+    readings = iter([float("-inf")] * batches)
+    monkeypatch.setattr(sktransfer._callbacks, "time",
+                        types.SimpleNamespace(monotonic=lambda: next(readings, float("inf"))))
+
+
+def test_time_limit_stops_training_after_the_batch_past_it(tiny_image_params, image_data, monkeypatch):
+    X, y = image_data  # 16 rows, batches of 4: 4 batches an epoch
+    _stopping_clock(monkeypatch, batches=5)
+    clf = _clf(tiny_image_params, max_epochs=50, batch_size=4, time_limit=60).fit(X, y)
+    assert clf.time_limit_reached_ and clf.n_epochs_ == 1  # the unfinished second epoch's row is dropped
+    assert len(clf.history_[:, "train_loss"]) == 1
+    unlimited = _clf(tiny_image_params, max_epochs=3, batch_size=4).fit(X, y)
+    assert not unlimited.time_limit_reached_ and unlimited.n_epochs_ == 3
+
+
+def test_time_limit_keeps_the_best_epoch_under_early_stopping(tiny_image_params, image_data, monkeypatch):
+    X, y = image_data
+    _stopping_clock(monkeypatch, batches=13)  # 3 batches an epoch (12 training rows): stops in epoch 5
+    params = {"early_stopping": True, "validation_fraction": 0.25, "patience": 50, "batch_size": 4}
+    clf = _clf(tiny_image_params, max_epochs=50, time_limit=60, **params).fit(X, y)
+    assert clf.time_limit_reached_ and clf.n_epochs_ == 4
+    assert clf.best_epoch_ == int(np.argmin(clf.history_[:, "valid_loss"])) + 1
+
+
+def test_time_limit_is_honoured_on_the_wall_clock(tiny_image_params, image_data):
+    import time
+
+    X, y = image_data
+    start = time.monotonic()
+    clf = _clf(tiny_image_params, max_epochs=100_000, batch_size=4, time_limit=2.0).fit(X, y)
+    assert clf.time_limit_reached_ and 1 <= clf.n_epochs_ < 100_000
+    assert time.monotonic() - start < 2.0 + 10.0  # one batch past it, and the model's set-up
+
+
 def test_validation_split_is_stratified_and_seeded(tiny_image_params):
     X, y = _images(15)
     X, y = X[:20], y[:20]  # 15 dark, 5 light
@@ -316,3 +357,10 @@ def test_head_standardisation_never_blows_up_a_feature_constant_in_the_sample():
     assert float(head.scale[3]) >= 0.1 * float(head.scale[[0, 1, 2, 4, 5, 6, 7]].mean()) * 0.5
     standardized = (torch.ones(1, 8) - head.mean) / head.scale
     assert float(standardized.abs().max()) < 100
+
+
+def test_time_limit_warns_where_the_head_is_solved(tiny_image_params, image_data):
+    X, y = image_data
+    with pytest.warns(UserWarning, match="time_limit=5 has no effect: the linear head"):
+        clf = PretrainedImageClassifier(**tiny_image_params, time_limit=5).fit(X, y)
+    assert not clf.time_limit_reached_
