@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ._harness import SHARED_DATA, headline, markdown_table, write_result
-from .few_shot import _measure, load_set
+from .few_shot import _measure, draw, load_set
 
 # (set, labels, per class?): labels are per class where per_class, else in all (stratified by class shares).
 SETTINGS = {
@@ -69,12 +69,14 @@ def _arms(modality: str) -> dict:
 
 
 def _labelled(y: np.ndarray, n: int, per_class: bool, seed: int) -> np.ndarray:
-    """``n`` rows of each class (``per_class``) or ``n`` rows in all, each class its share (at least 2), seeded."""
+    """``n`` rows of each class (``per_class``: few_shot's ``draw``) or ``n`` rows in all, each class its share
+    (at least 2), seeded."""
+    if per_class:
+        return draw(y, n, seed)
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(y, return_counts=True)
-    sizes = ({c: n for c in classes} if per_class
-             else {c: max(2, round(n * m / len(y))) for c, m in zip(classes, counts)})
-    return np.concatenate([rng.choice(np.flatnonzero(y == c), sizes[c], replace=False) for c in classes])
+    return np.concatenate([rng.choice(np.flatnonzero(y == c), max(2, round(n * m / len(y))), replace=False)
+                           for c, m in zip(classes, counts)])
 
 
 def _warm_up(name: str, items: list) -> None:
