@@ -8,6 +8,7 @@ from ._image import PretrainedImageClassifier, PretrainedImageEmbedder, Pretrain
 from ._image_data import load_image_folder
 from ._persistence import load
 from ._quantize import quantize_int8
+from ._runtimes import ONNXRuntime, OpenVINO
 from ._semi_supervised import SelfTraining
 from ._text import PretrainedTextClassifier, PretrainedTextEmbedder, PretrainedTextRegressor
 from ._weights_cache import backbone_cache
@@ -18,6 +19,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Contrastive",
     "LoRA",
+    "ONNXRuntime",
+    "OpenVINO",
     "PretrainedImageClassifier",
     "PretrainedImageEmbedder",
     "PretrainedImageRegressor",

@@ -213,7 +213,9 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
                     f"classes must stay {self.classes_.tolist()} after the first partial_fit, got {list(classes)}."
                 )
             classes = self.classes_
-        return self._fit(X, y, sample_weight, warm=fitted, classes=classes, epochs=1, incremental=True)
+        self._fit(X, y, sample_weight, warm=fitted, classes=classes, epochs=1, incremental=True)
+        self._compile_runtime(X)
+        return self
 
     def _check_same_targets(self, before: dict) -> None:
         """After ``_prepare_targets`` in a warm fit: the targets must be those the fitted head was made for."""

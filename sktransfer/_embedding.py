@@ -25,6 +25,7 @@ from ._fitted_backbone import backbone_from_model, resolve_base_model
 from ._modes import evaluating
 from ._net import _AMP_DTYPES
 from ._persistence import is_saved_model_dir, load
+from ._runtimes import RUNTIME_PARAMETERS, compile_runtime, resolve_runtime
 from ._sklearn_compat import _clone_parametrized
 from ._truncate import keep_first_blocks
 from ._validation import Interval, StrOptions, check_device, positive_int, validate_params
@@ -48,6 +49,7 @@ class BackboneEstimator(TransformerMixin, BaseEstimator):
     precision: str = "auto"
     num_workers: int | None = None
     device: str = "auto"
+    runtime: Any = None
     verbose: int = 0
 
     _parameter_constraints = {
@@ -60,6 +62,7 @@ class BackboneEstimator(TransformerMixin, BaseEstimator):
         "precision": [StrOptions({"auto", "fp32", "bf16", "fp16"})],
         "num_workers": [Interval(Integral, 0, None, closed="left"), None],
         "device": [str],
+        **RUNTIME_PARAMETERS,
         "verbose": ["verbose"],
     }
 
@@ -146,6 +149,8 @@ class BackboneEstimator(TransformerMixin, BaseEstimator):
 
         With a :class:`~sktransfer._prefix.PrefixSplit`, the outputs of its frozen prefix instead.
         """
+        if getattr(self, "runtime_", None) is not None and prefix is None and encoder is self._fitted_encoder():
+            return self._encode(items, encoder, self.runtime_)  # the compiled backbone; never served from the cache
         forward = encoder if prefix is None else prefix.prefix
         if not (use_cache and self.cache):
             return self._encode(items, encoder, forward)
@@ -264,6 +269,11 @@ class BackboneEstimator(TransformerMixin, BaseEstimator):
     def _validate(self) -> None:
         validate_params(self)
         check_device(self.device)
+        resolve_runtime(self.runtime)
+
+    def _compile_runtime(self, X) -> None:
+        """After training: the ``runtime`` compiled from the fitted backbone, calibrated on rows of ``X``."""
+        self.runtime_ = compile_runtime(self, self._check_inputs(X))
 
 
 @dataclass(repr=False, eq=False, kw_only=True)
@@ -292,6 +302,7 @@ class EmbedderBase(BackboneEstimator):
             torch.manual_seed(self.backbone_seed_)
             backbone = self._setup_backbone()
         self._attach_encoder(backbone.encoder)
+        self._compile_runtime(X)
         return self
 
     # The persistence hooks (see _persistence.py): the pickle and save() keep the backbone's identity

@@ -52,9 +52,25 @@ def export_onnx(estimator, path: str | os.PathLike) -> Path:
     splits = estimator._export_splits()
     sizes = None if splits is None else [size for _, size in splits]
     model = _ExportModel(copy.deepcopy(estimator.net_.module_).cpu().float(), output, mean, scale, sizes).eval()
-    names, inputs, axes = estimator._export_inputs(path.parent)
     output_name = "predictions" if output == "identity" else "probabilities"
     outputs = [output_name] if splits is None else [f"{output_name}_{name}" for name, _ in splits]
+    return _export(estimator, model, path, outputs)
+
+
+def encoder_onnx(estimator, encoder: nn.Module, path: Path) -> Path:
+    """Write ``encoder`` (``estimator``'s fitted backbone) to the ONNX file ``path``: raw inputs to the pooled
+    ``embeddings``; a ValueError says why when it does not export."""
+    model = copy.deepcopy(encoder).cpu().float().eval()
+    try:
+        return _export(estimator, model, path, ["embeddings"])
+    except Exception as err:  # the exporter raises many kinds; the user needs the reason and the way out
+        raise ValueError(f"The backbone could not be exported to ONNX for runtime={estimator.runtime!r} "
+                         f"({type(err).__name__}: {err}). Use runtime=None.") from err
+
+
+def _export(estimator, model: nn.Module, path: Path, outputs: list[str]) -> Path:
+    """``model`` traced on the modality's example inputs, batch (and sequence) axes dynamic, written to ``path``."""
+    names, inputs, axes = estimator._export_inputs(path.parent)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(

@@ -45,6 +45,14 @@ device : {"auto", "cpu", "cuda"} or "cuda:N", default="auto"
     Where to run; "auto" uses CUDA when available. With several GPUs, "auto" and "cuda" put parallel
     worker processes (``n_jobs``, dask) on ``cuda:{rank % n_gpus}`` round robin (``LOCAL_RANK`` pins
     one); convolutional backbones run channels-last on CUDA.
+runtime : ONNXRuntime, OpenVINO, {"onnxruntime", "openvino"} or None, default=None
+    Run inference (``transform``, ``predict``, ``predict_proba``) with the fitted backbone exported to
+    ONNX and compiled by ONNX Runtime (``pip install sktransfer[onnx]``) or OpenVINO (``pip install
+    sktransfer[openvino]``), on the CPU; training stays in PyTorch, and so does the head. ``fit``
+    exports, checks the export against PyTorch on rows of ``X`` (``runtime_deviation_``; a float32
+    export that differs raises) and compiles; ``save`` and pickles keep the compiled model.
+    ``ONNXRuntime(int8=True)``/``OpenVINO(int8=True)`` quantise it to int8 with the runtime's own tools
+    (see the README's "Deployment" for measured speed and accuracy). None: PyTorch.
 verbose : int, default=0
     0 is silent; 1 shows a progress bar per epoch and a per-epoch table."""
 

@@ -37,8 +37,9 @@ _CONFIG = "config.json"
 _WEIGHTS = "model.safetensors"
 _VERSIONED = ("sktransfer", "torch", "timm", "transformers", "skorch", "scikit-learn", "safetensors")
 _NOT_SAVED = {"net_", "encoder_", "history_", "tokenizer_", "device_", "precision_", "num_workers_", "base_model_",
-              "backbone_identity_"}
+              "backbone_identity_", "runtime_"}
 _PARAMS_NOT_SAVED = {"cache_dir"}  # where predict writes: the caller decides it, never a folder
+_RUNTIME = "runtime"  # the sub-folder that holds the compiled model of a ``runtime``
 _BASE = "base"  # the sub-folder that holds the fitted model a model started from (sequential transfer)
 _ESTIMATORS: dict[str, type] = {}  # the classes load() builds, by name: filled by register_estimator
 _PARAMETER_OBJECTS: dict[str, type] = {}  # classes a saved parameter may hold: filled by register_parameter_object
@@ -229,6 +230,11 @@ def save(estimator, path: str | os.PathLike) -> Path:
     head = estimator._head_state()
     tensors.update({f"head.{k}": v.detach().to("cpu", copy=True).contiguous() for k, v in head.items()})
     save_file(tensors, str(path / _WEIGHTS))
+    session = getattr(estimator, "runtime_", None)
+    if session is not None:
+        (path / _RUNTIME).mkdir(exist_ok=True)
+        for name, data in session.files.items():
+            (path / _RUNTIME / name).write_bytes(data)
     params = {k: v for k, v in estimator.get_params(deep=False).items() if k not in _PARAMS_NOT_SAVED}
     params.update(dict.fromkeys(estimator._training_only_params))  # so that load() needs no teacher
     base = getattr(estimator, "base_model_", None)
@@ -260,6 +266,20 @@ def _load_weights(estimator, tensors: dict[str, torch.Tensor], fingerprint: str 
         estimator, {k[8:]: v for k, v in tensors.items() if k.startswith("encoder.")}, fingerprint)
     with torch.random.fork_rng(devices=[]):
         estimator._restore(encoder, {k[5:]: v for k, v in tensors.items() if k.startswith("head.")}, history)
+
+
+def _load_runtime(estimator, folder: Path) -> None:
+    """The compiled model ``save`` wrote for the estimator's ``runtime``, or a ValueError saying why there is none."""
+    from ._runtimes import resolve_runtime
+
+    runtime = resolve_runtime(estimator.runtime)
+    if runtime is None:
+        estimator.runtime_ = None
+        return
+    if not folder.is_dir():
+        raise ValueError(f"runtime={estimator.runtime!r}, but the model was saved without one: fit it with "
+                         "runtime= set (the export is calibrated on the fit's rows), or load it without runtime=.")
+    estimator.runtime_ = runtime._session({file.name: file.read_bytes() for file in sorted(folder.iterdir())})
 
 
 def _is_fitted_name(name: str) -> bool:
@@ -366,6 +386,7 @@ def load(path: str | os.PathLike, **params: Any):
         tensors = load_file(str(path / _WEIGHTS))
         estimator.__dict__.update({k: _from_json(v) for k, v in config["fitted"].items()})
         _load_weights(estimator, tensors, config["encoder_fingerprint"], _from_json(config["history"]))
+        _load_runtime(estimator, path / _RUNTIME)
     except (SafetensorError, KeyError, AttributeError, TypeError, RuntimeError, ValueError) as err:
         raise ValueError(f"Cannot load the model in {str(path)!r}: {type(err).__name__}: {err}") from err
     finally:

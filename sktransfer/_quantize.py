@@ -83,6 +83,9 @@ def quantize_int8(estimator: E) -> E:
     check_is_fitted(estimator)
     if estimator.device_ != "cpu":
         raise ValueError(f"int8 dynamic quantisation runs on the CPU; this estimator is on {estimator.device_!r}.")
+    if getattr(estimator, "runtime_", None) is not None:
+        raise ValueError(f"This estimator runs inference with runtime={estimator.runtime!r}; quantise with the "
+                         "runtime's own tools instead: runtime=ONNXRuntime(int8=True) or OpenVINO(int8=True).")
     encoder = estimator._fitted_encoder()
     if is_quantized(encoder):
         return estimator

@@ -179,7 +179,9 @@ class TrainableEstimator(BackboneEstimator):
         self.__dict__.pop("validation_history_", None)
         deadline = None if self.time_limit is None else time.monotonic() + self.time_limit  # the whole call's
         if not (self.early_stopping and self.refit_full):
-            return self._fit(X, y, sample_weight, warm=warm, sample_domain=sample_domain, deadline=deadline)
+            self._fit(X, y, sample_weight, warm=warm, sample_domain=sample_domain, deadline=deadline)
+            self._compile_runtime(X)
+            return self
         start = copy.deepcopy(self.net_.module_) if warm else None
         self._fit(X, y, sample_weight, warm=warm, sample_domain=sample_domain, deadline=deadline)
         validation_history = self.history_
@@ -188,6 +190,7 @@ class TrainableEstimator(BackboneEstimator):
         self._fit(X, y, sample_weight, warm=warm, epochs=self.best_epoch_, validate=False, sample_domain=sample_domain,
                   deadline=deadline)
         self.validation_history_ = validation_history
+        self._compile_runtime(X)
         return self
 
     def _fit(self, X, y, sample_weight=None, *, warm: bool, classes=None, epochs: int | None = None,
@@ -195,6 +198,7 @@ class TrainableEstimator(BackboneEstimator):
         if deadline is None and self.time_limit is not None:
             deadline = time.monotonic() + self.time_limit
         self._validate()
+        self.__dict__.pop("runtime_", None)  # compiled from the weights this fit changes
         items = self._check_inputs(X)
         items, y, sample_weight, unlabelled = self._split_domains(items, y, sample_weight, sample_domain)
         before = {k: v for k, v in vars(self).items() if k in _TARGET_ATTRIBUTES} if warm else {}
@@ -384,6 +388,11 @@ class TrainableEstimator(BackboneEstimator):
         """The net's outputs (after its nonlinearity) for ``X``, in input order."""
         check_is_fitted(self)
         items = self._check_inputs(X)
+        if getattr(self, "runtime_", None) is not None:  # the compiled backbone, then the head (as the net's predict)
+            features, module = self._embed(items, self._fitted_encoder()), self.net_.module_
+            with self._inference(module):
+                logits = module.head(torch.as_tensor(features, device=self.device_))
+            return self.net_._get_predict_nonlinearity()(logits).float().cpu().numpy()
         if self.features_cached_:
             features = self._embed(items, self._fitted_encoder())
             return self.net_.predict_proba({Stage.EMBEDDINGS.value: features})
