@@ -273,7 +273,7 @@ class BackboneEstimator(TransformerMixin, BaseEstimator):
 
     def _compile_runtime(self, X) -> None:
         """After training: the ``runtime`` compiled from the fitted backbone, calibrated on rows of ``X``."""
-        self.runtime_ = compile_runtime(self, self._check_inputs(X))
+        self.runtime_ = compile_runtime(self, [] if self.runtime is None else self._check_inputs(X))
 
 
 @dataclass(repr=False, eq=False, kw_only=True)

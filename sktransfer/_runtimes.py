@@ -265,14 +265,14 @@ def compile_runtime(estimator, items: list) -> Session | None:
     Sets ``runtime_deviation_`` (the relative L2 difference of the session's embeddings from PyTorch's on
     up to ``calibration_size`` rows of ``items``); returns None without a runtime.
     """
-    import onnx
-
-    from ._export import encoder_onnx
-
     runtime = resolve_runtime(estimator.runtime)
     if runtime is None:
         estimator.runtime_deviation_ = None
         return None
+    import onnx
+
+    from ._export import encoder_onnx
+
     rows = np.random.default_rng(0).permutation(len(items))[:runtime.calibration_size]
     sample = [items[i] for i in np.sort(rows)]
     encoder = estimator._fitted_encoder()

@@ -145,6 +145,15 @@ def test_missing_package_names_the_extra(tiny_image_params, image_data, monkeypa
         PretrainedImageClassifier(**tiny_image_params, runtime="openvino").fit(*image_data)
 
 
+@pytest.mark.parametrize("make", [PretrainedImageClassifier, PretrainedImageEmbedder])
+def test_runtime_none_needs_no_runtime_package(make, tiny_image_params, image_data, monkeypatch):
+    for package in ("onnx", "onnxruntime", "openvino"):
+        monkeypatch.setitem(sys.modules, package, None)
+    params = tiny_image_params if make is PretrainedImageClassifier else {}  # the embedder: packaged weights
+    model = make(**params).fit(*image_data)
+    assert model.runtime_ is None and model.runtime_deviation_ is None
+
+
 def test_bad_runtime_values():
     with pytest.raises(ValueError, match="runtime"):
         PretrainedTextEmbedder(runtime="tensorrt").fit(["a"])
