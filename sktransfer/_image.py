@@ -12,10 +12,12 @@ from ._classification import ClassifierTask
 from ._docs import AUGMENT, CLASSIFIER, EMBEDDER, IMAGE, REGRESSOR, document, related
 from ._embedding import BackboneEstimator, EmbedderBase
 from ._image_data import ImageDataset, build_transform, check_images
+from ._parameter_docs import TTA_PARAM
 from ._regression import RegressorTask
+from ._tta import TTA_PARAMETERS, TestTimeAugmentation
 from ._validation import StrOptions
 
-_AUGMENT_CONSTRAINT = {"augment": [StrOptions({"light", "standard"}), callable, None]}
+_PREDICTOR_CONSTRAINTS = {"augment": [StrOptions({"light", "standard"}), callable, None], **TTA_PARAMETERS}
 
 
 @dataclass(repr=False, eq=False, kw_only=True)
@@ -23,6 +25,7 @@ class _ImageInput(BackboneEstimator):
     backbone: Any = "efficientnet_lite0"
 
     _modality = "image"
+    _view = None  # a test-time view (_tta.View) of every image, on the copies that predict one
 
     def _check_inputs(self, X) -> list:
         return check_images(X)
@@ -31,14 +34,17 @@ class _ImageInput(BackboneEstimator):
         return resolve_image_backbone(self.backbone, self.pretrained)
 
     def _make_dataset(self, items, y=None, sample_weight=None, augment=None):
-        return ImageDataset(items, build_transform(self.data_config_, augment), y, sample_weight)
+        transform = build_transform(self.data_config_, augment)
+        return ImageDataset(items, transform if self._view is None else self._view.transform(transform), y,
+                            sample_weight)
 
     def _collate_fn(self):
         return None
 
-    def _preprocessing_key(self, encoder) -> dict[str, str]:
+    def _preprocessing_key(self, encoder) -> dict[str, str | None]:
         """This modality's fields of the :class:`~sktransfer._cache.EmbeddingKey`."""
-        return {"preprocessing": repr(sorted(self.data_config_.items()))}
+        view = None if self._view is None else repr(self._view)
+        return {"preprocessing": repr(sorted(self.data_config_.items())), "view": view}
 
     def _can_cache_prefix(self) -> bool:
         return True
@@ -57,7 +63,7 @@ class _ImageInput(BackboneEstimator):
 
 
 @document(
-    IMAGE, CLASSIFIER, AUGMENT,
+    IMAGE, CLASSIFIER, AUGMENT, TTA_PARAM,
     see_also=related("Image", "Regressor", "Embedder"),
     examples="""\
 >>> import numpy as np
@@ -74,16 +80,17 @@ class _ImageInput(BackboneEstimator):
 (2, 256)""",
 )
 @dataclass(repr=False, eq=False, kw_only=True)
-class PretrainedImageClassifier(_ImageInput, ClassifierTask):
+class PretrainedImageClassifier(_ImageInput, TestTimeAugmentation, ClassifierTask):
     """Image classifier on a pretrained backbone with a new head, trained with skorch."""
 
     augment: Any = None
+    tta: Any = None
 
-    _parameter_constraints = _AUGMENT_CONSTRAINT
+    _parameter_constraints = _PREDICTOR_CONSTRAINTS
 
 
 @document(
-    IMAGE, REGRESSOR, AUGMENT,
+    IMAGE, REGRESSOR, AUGMENT, TTA_PARAM,
     see_also=related("Image", "Classifier", "Embedder"),
     examples="""\
 >>> import numpy as np
@@ -96,12 +103,13 @@ class PretrainedImageClassifier(_ImageInput, ClassifierTask):
 (2,)""",
 )
 @dataclass(repr=False, eq=False, kw_only=True)
-class PretrainedImageRegressor(_ImageInput, RegressorTask):
+class PretrainedImageRegressor(_ImageInput, TestTimeAugmentation, RegressorTask):
     """Image regressor on a pretrained backbone with a new head, trained with skorch."""
 
     augment: Any = None
+    tta: Any = None
 
-    _parameter_constraints = _AUGMENT_CONSTRAINT
+    _parameter_constraints = _PREDICTOR_CONSTRAINTS
 
 
 @document(

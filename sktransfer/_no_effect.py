@@ -18,7 +18,7 @@ from ._freezing import n_frozen_blocks
 from ._plan import FitPlan
 
 _EPOCH_OPTIONS = ("lr", "head_lr", "dropout", "weight_decay", "optimizer", "lr_schedule", "warmup", "max_epochs",
-                  "layer_decay", "grad_accum_steps", "patience", "monitor", "time_limit")
+                  "layer_decay", "grad_accum_steps", "patience", "monitor", "time_limit", "weight_averaging")
 _EARLY_STOPPING_OPTIONS = ("validation_fraction", "patience", "monitor", "refit_full")
 
 
@@ -65,6 +65,8 @@ def ineffective_parameters(estimator, plan: FitPlan) -> dict[str, str]:
             add(["lr"], "no backbone weight trains and head_lr sets the head's rate")
     if estimator.adapter is None and n_frozen_blocks(estimator.freeze_layers_, len(plan.blocks)) == 0:
         add(["unfreeze_every"], f"freeze_layers={estimator.freeze_layers_!r} leaves no frozen block to unfreeze")
+    if estimator.weight_averaging in ("swa", "soup") and plan.epochs == 1:
+        add(["weight_averaging"], "one epoch trains: the average of one epoch's weights is those weights")
     if not estimator.early_stopping:
         add(_EARLY_STOPPING_OPTIONS, "early_stopping=False: no validation split is held out")
     if not getattr(estimator, "multilabel_", True):
@@ -73,6 +75,8 @@ def ineffective_parameters(estimator, plan: FitPlan) -> dict[str, str]:
         add(["adaptation_weight"], "domain_adaptation=None")
     if getattr(estimator, "teacher", None) is None:
         add(["distill_temperature", "distill_weight"], "teacher=None: nothing is distilled")
+    if getattr(getattr(estimator, "tta", None), "beta", None) == 1:
+        add(["tta"], "its beta=1 gives the plain pass all the weight of the blend; set a beta below 1")
     return reasons
 
 

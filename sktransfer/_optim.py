@@ -48,8 +48,8 @@ def resolve_rates(lr: float | str, head_lr: float | None, warmup: float | str, e
                   backbone_trains: bool, adapter: bool) -> Rates:
     """The rates for ``lr``/``head_lr``/``warmup``; an explicit float ``lr`` keeps its plain meaning."""
     if warmup == "auto":
-        warmup = AUTO_WARMUP if lr == "auto" and backbone_trains else 0.0
-    if lr != "auto":
+        warmup = AUTO_WARMUP if lr in ("auto", "find") and backbone_trains else 0.0
+    if lr not in ("auto", "find"):  # "find": "auto"'s rates stand until the range test replaces them
         return Rates(head=head_lr or lr, backbone=lr, warmup=warmup)
     family = "adapter" if adapter else architecture(encoder)
     return Rates(head=head_lr or HEAD_LR, backbone=BACKBONE_LR[family], warmup=warmup,

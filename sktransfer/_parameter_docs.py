@@ -64,10 +64,13 @@ freeze_layers : "auto", "all", "none", int or list of str, default="auto"
     "auto": "all", except under a classifier's contrastive fine-tuning (``contrastive``), which then
     trains a text backbone whole and an image backbone's top three blocks; ``freeze_layers_``
     records the value used.
-lr : float or "auto", default="auto"
+lr : float, "auto" or "find", default="auto"
     Learning rate of the backbone's last block and, unless ``head_lr``, of the head. "auto": the rate
     published fine-tuning recipes use for each part: 1e-3 for the new head, 1e-4 for a convolutional
-    backbone, 3e-5 for a transformer, 1e-3 for LoRA adapters (``lr_`` records the rates used).
+    backbone, 3e-5 for a transformer, 1e-3 for LoRA adapters (``lr_`` records the rates used). "find":
+    the rate ``lr_find``'s range test on the fit's training rows suggests, used as a float ``lr`` would
+    be (``lr_finder_`` records the test; about 100 more training batches), with the warm-up of "auto";
+    no effect where the head is solved to convergence (``C``).
 max_epochs : int, default=10
     Passes over the training data.
 time_limit : float or None, default=None
@@ -129,6 +132,16 @@ refit_full : bool, default=False
     the data (the held-out part included) for that many epochs. Costs a second fit; uses every
     sample, which matters on small data sets. The first fit's history is kept in
     ``validation_history_``.
+weight_averaging : {"ema", "swa", "soup"} or None, default=None
+    Predict with an average of the weights that train by epochs (pickles and ``save`` keep it): "ema",
+    an exponential moving average of every step's weights, its window a tenth of the fit's steps;
+    "swa", the mean of the weights at the end of each epoch of the second half of training (at least
+    the last two); "soup", the mean of the 3 best epochs' weights by ``monitor`` under
+    ``early_stopping`` (AutoGluon's checkpoint averaging; without it, the last 3 epochs). Under
+    ``early_stopping``, "ema" and "swa" give the average as it stood at the best epoch. Held in memory
+    (one copy of the trainable weights, three for "soup"); BatchNorm statistics that training updates
+    (``freeze_bn_stats=False``) are recomputed for the average in one pass over the training data.
+    No effect on a head solved to convergence (``C``). None: the last (or best) epoch's weights.
 grad_accum_steps : int, default=1
     Split each batch into this many micro-batches and accumulate their gradients: same result,
     less memory.
@@ -223,6 +236,15 @@ augment : {"light", "standard"}, callable or None, default=None
     Training-time augmentation (torchvision transforms v2): "light" is a random resized crop and flip,
     "standard" adds colour jitter; a callable is applied to each PIL image before the backbone's
     preprocessing. Never applied at predict time; disables the feature cache."""
+
+TTA_PARAM = """\
+tta : int, TTA or None, default=None
+    Test-time augmentation (fastai's ``tta``): ``predict``, ``predict_proba`` and ``score`` blend the
+    outputs of each image with the mean outputs of ``n_views`` views of it (mirrored, zoomed-in regions),
+    ``beta * plain + (1 - beta) * mean(views)``; an int ``n`` is ``TTA(n_views=n)`` (``beta=0.25``). Each
+    view costs one more backbone pass (a frozen backbone's views are cached). Read at prediction, so
+    ``set_params`` on a fitted model applies it without refitting; ``transform`` and ``export_onnx`` keep
+    the plain pass. None: the plain pass alone."""
 
 TEXT_PARAMS = """\
 max_length : int, default=128

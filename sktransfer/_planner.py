@@ -18,11 +18,13 @@ from skorch.callbacks import EarlyStopping, LRScheduler, ProgressBar
 from torch.utils.data import default_collate
 
 from ._adapters import AdapterOptions, attach_adapter
+from ._averaging import averaging_callback
 from ._cache import feature_cache
 from ._callbacks import GradualUnfreezing, LRLogger, TimeLimit
 from ._few_shot import head_is_solved
 from ._freezing import apply_freeze, frozen_names, n_frozen_blocks, validate_freeze_layers
 from ._heads import Head, TransferModule
+from ._lr_finder import apply_found_rate
 from ._optim import ScheduleFactor, resolve_rates
 from ._plan import FitPlan, LabelledRows, Stage, Trainable, precomputed_dataset
 from ._prefix import PrefixSplit, split_frozen_prefix
@@ -118,7 +120,12 @@ class FitPlanner:
                                                None if weights is None else weights[train_idx])
         rows = len(plan.sampler) if plan.sampler is not None else len(plan.train_data)
         plan.steps = epochs * math.ceil(rows / plan.train_batch_size)
-        plan.callbacks = self._callbacks(trainable.blocks, plan.steps, rates.warmup, valid_data is not None, deadline)
+        plan.callbacks = self._callbacks(trainable.blocks, plan.steps, rates.warmup, valid_data is not None, deadline,
+                                         epochs)
+        if est.lr == "find" and head_solver is None and (rates.family or est.head_lr is None):
+            apply_found_rate(est, plan, reuse=warm and incremental)
+        else:
+            est.lr_finder_ = None
         return plan
 
     def _head_solver(self, stage: Stage, incremental: bool, streams: tuple) -> str | None:
@@ -226,7 +233,7 @@ class FitPlanner:
         return self.est._make_dataset([items[i] for i in idx], y[idx], w, augment=augment)
 
     def _callbacks(self, blocks: list[list[str]], steps: int, warmup: float, validate: bool,
-                   deadline: float | None) -> list:
+                   deadline: float | None, epochs: int) -> list:
         callbacks = [("lr_log", LRLogger())]
         if self.est.lr_schedule != "constant" or warmup:
             schedule = ScheduleFactor(self.est.lr_schedule, steps, warmup)
@@ -242,6 +249,10 @@ class FitPlanner:
             callbacks.append(("unfreeze", GradualUnfreezing(blocks, n_frozen, self.est.unfreeze_every)))
         if deadline is not None:
             callbacks.append(("time_limit", TimeLimit(deadline)))
+        averaging = averaging_callback(self.est.weight_averaging, steps=steps, epochs=epochs,
+                                       monitor=self.est.monitor if validate else None)
+        if averaging is not None:  # after early stopping, whose restored best weights it replaces
+            callbacks.append(("weight_averaging", averaging))
         if self.est.verbose:
             callbacks.append(("progress", ProgressBar()))
         return callbacks

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
 import time
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -26,13 +27,17 @@ from ._embedding import BackboneEstimator
 from ._export import export_onnx
 from ._freezing import validate_freeze_layers
 from ._heads import Head, TransferModule
+from ._lr_finder import LRFinderResult, lr_find
 from ._no_effect import warn_ineffective
 from ._optim import HEAD_LR, Rates
+from ._optuna import pruning_callbacks
 from ._plan import FitPlan, Stage
 from ._planner import FitPlanner
 from ._plotting import plot_history
 from ._validation import Interval, StrOptions, fraction, positive_int, positive_real
 
+# torch's random generator is the process's: fits in threads take turns, so that each draws from its own seed.
+_SEEDED = threading.RLock()
 # What _prepare_targets sets: restored when a warm fit fails on its targets.
 _TARGET_ATTRIBUTES = ("classes_", "multilabel_", "multioutput_", "output_names_", "n_outputs_", "y_mean_", "y_scale_",
                       "y_ndim_")
@@ -72,6 +77,7 @@ class TrainableEstimator(BackboneEstimator):
     patience: int = 5
     monitor: str = "valid_loss"
     refit_full: bool = False
+    weight_averaging: str | None = None
     grad_accum_steps: int = 1
     warm_start: bool = False
     random_state: Any = None
@@ -80,7 +86,7 @@ class TrainableEstimator(BackboneEstimator):
 
     _parameter_constraints = {
         "freeze_layers": [StrOptions({"auto", "all", "none"}), Integral, list, tuple],
-        "lr": [positive_real, StrOptions({"auto"})],
+        "lr": [positive_real, StrOptions({"auto", "find"})],
         "max_epochs": [positive_int],
         "time_limit": [positive_real, None],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
@@ -99,6 +105,7 @@ class TrainableEstimator(BackboneEstimator):
         "patience": [positive_int],
         "monitor": [StrOptions({"valid_loss", "valid_acc"})],
         "refit_full": ["boolean"],
+        "weight_averaging": [StrOptions({"ema", "swa", "soup"}), None],
         "grad_accum_steps": [positive_int],
         "warm_start": ["boolean"],
         "random_state": ["random_state"],
@@ -221,7 +228,7 @@ class TrainableEstimator(BackboneEstimator):
         if not warm:
             self.__dict__.pop("net_", None)  # free the previous model's device memory before building the next
         device = self.device_ if warm else resolve_device(self.device)
-        with torch.random.fork_rng(devices=cuda_indices(device)):
+        with _SEEDED, torch.random.fork_rng(devices=cuda_indices(device)):
             torch.manual_seed(seed)
             plan = self._plan_fit(items, y_encoded, weights, warm=warm, seed=seed, epochs=epochs, validate=validate,
                                   incremental=incremental, unlabelled=unlabelled, deadline=deadline)
@@ -268,13 +275,14 @@ class TrainableEstimator(BackboneEstimator):
             max_epochs=plan.epochs,
             batch_size=self.batch_size,
             train_split=None if plan.valid_data is None else predefined_split(plan.valid_data),
-            callbacks=plan.callbacks,
+            callbacks=[*plan.callbacks, *pruning_callbacks()],
             device=self.device_,
             verbose=self.verbose,
             iterator_train__shuffle=plan.sampler is None,
             iterator_train__sampler=plan.sampler,
             **{f"iterator_train__{k}": v for k, v in train_iterator.items()},
             **{f"iterator_valid__{k}": v for k, v in iterator.items()},
+            iterator_valid__generator=torch.Generator(),  # predicting never draws from the global RNG fits seed
             blocks=plan.blocks,
             optimizer_name=self.optimizer,
             group_options={
@@ -297,6 +305,38 @@ class TrainableEstimator(BackboneEstimator):
         stopper = dict(self.net_.callbacks_).get("early_stopping")
         return self.n_epochs_ if stopper is None else int(stopper.best_epoch_)
 
+    def lr_find(self, X, y, sample_weight=None, *, start_lr: float = 1e-7, end_lr: float = 10.0,
+                num_iter: int = 100) -> LRFinderResult:
+        """Learning-rate range test (fastai's ``lr_find``) on the model that ``fit(X, y)`` would train.
+
+        Trains ``num_iter`` batches at rates rising exponentially from ``start_lr`` to ``end_lr`` (the
+        rate of the backbone's last block, and of the head unless ``head_lr``), stopping once the smoothed
+        loss exceeds 4 times its best, then restores everything: before or after a fit, the estimator is
+        left as it was (weights, fitted attributes, random number generators). ``fit`` with
+        ``lr="find"`` runs the same test.
+
+        Parameters
+        ----------
+        X : sequence of inputs
+            Images or texts, as for ``fit``.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Per-sample weights of the training loss.
+        start_lr : float, default=1e-7
+            The first batch's rate.
+        end_lr : float, default=10.0
+            The rate the last batch would reach.
+        num_iter : int, default=100
+            Batches (the training rows are cycled through as often as needed); at least 20.
+
+        Returns
+        -------
+        result : LRFinderResult
+            The rates, the smoothed losses, the suggested rate and ``plot()``.
+        """
+        return lr_find(self, X, y, sample_weight, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter)
+
     def plot_history(self):
         """Plot the training history: loss, accuracy (if recorded) and learning rate per epoch.
 
@@ -310,6 +350,29 @@ class TrainableEstimator(BackboneEstimator):
         """
         check_is_fitted(self)
         return plot_history(self.history_, self.best_epoch_)
+
+    def explain(self, X, target=None, method: str = "auto"):
+        """Explain the predictions for ``X``: a map per image, a score per word (see :func:`sktransfer.explain`).
+
+        Parameters
+        ----------
+        X : sequence of inputs
+            Images or texts, in any of the forms ``fit`` accepts.
+        target : label, int or None, default=None
+            A class of ``classes_`` (default: each input's predicted class), or an output index for
+            regressors and multi-output classifiers (default 0).
+        method : str, default="auto"
+            ``"gradcam"`` or ``"integrated_gradients"`` for images, ``"occlusion"`` or
+            ``"integrated_gradients"`` for texts; ``"auto"`` picks the measured default.
+
+        Returns
+        -------
+        explanation : Explanation
+            The attributions, with ``plot()`` and an HTML view. Needs ``pip install sktransfer[explain]``.
+        """
+        from ._explain import explain
+
+        return explain(self, X, target, method=method)
 
     def export_onnx(self, path: str | os.PathLike) -> Path:
         """Export the fitted model (inputs to probabilities, or to predictions for a regressor) to ONNX.
@@ -387,7 +450,10 @@ class TrainableEstimator(BackboneEstimator):
     def _outputs(self, X) -> np.ndarray:
         """The net's outputs (after its nonlinearity) for ``X``, in input order."""
         check_is_fitted(self)
-        items = self._check_inputs(X)
+        return self._item_outputs(self._check_inputs(X))
+
+    def _item_outputs(self, items: list) -> np.ndarray:
+        # The image estimators' test-time augmentation (_tta.py) blends this with the outputs of views of the items.
         if getattr(self, "runtime_", None) is not None:  # the compiled backbone, then the head (as the net's predict)
             features, module = self._embed(items, self._fitted_encoder()), self.net_.module_
             with self._inference(module):

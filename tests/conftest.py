@@ -22,9 +22,13 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> str:
     """A 2-layer BERT with a 50-word vocabulary, saved with save_pretrained (model and tokenizer)."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+def save_tiny_bert(path) -> str:
+    """Save the tiny BERT of ``tiny_bert_dir`` into the folder ``path``; return it as a string."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    path = tmp_path_factory.mktemp("tiny_bert")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
     tokenizer = BertTokenizerFast(vocab={word: i for i, word in enumerate(vocab)}, do_lower_case=True)
     config = BertConfig(
@@ -104,6 +108,21 @@ def write_png_files(folder, n: int, size: int) -> list[str]:
 
 
 def requires_shared_data(*parts: str):
-    """Skip unless ../shared/data/<parts> exists (it does in CI)."""
+    """Skip unless ../shared/data/<parts> exists; under CI=true (as .ci/run sets it), fail instead: CI must run
+    the real-data tests, never pass by skipping them."""
     path = SHARED_DATA.joinpath(*parts)
+    if not path.exists() and os.environ.get("CI", "").lower() in ("true", "1"):
+        return pytest.mark.shared_data_absent(path)
     return pytest.mark.skipif(not path.exists(), reason=f"{path} is absent")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "shared_data_absent(path): real data CI needs and lacks (requires_shared_data)")
+
+
+def pytest_runtest_setup(item):
+    marker = item.get_closest_marker("shared_data_absent")
+    if marker is not None:
+        pytest.fail(f"CI=true, and {marker.args[0]} is absent: CI runs the real-data tests, so check the shared data "
+                    "out beside the repository (../shared/data, see its README.md), or unset CI to skip them.",
+                    pytrace=False)

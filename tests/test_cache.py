@@ -162,7 +162,7 @@ def test_cache_false_turns_it_off(image_data, forward_items):
 
 KEY = EmbeddingKey(backbone="hf:model:True", preprocessing="max_length=16", precision="fp32", pooling="mean")
 OTHER_VALUES = {"backbone": "fitted:0123", "preprocessing": "max_length=8", "precision": "bf16", "pooling": "cls",
-                "prefix_boundary": "model.blocks.1"}
+                "prefix_boundary": "model.blocks.1", "view": "View(zoom=1.0, position='center', flip=True)"}
 
 
 def test_every_field_of_the_key_has_a_case_below():

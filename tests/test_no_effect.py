@@ -35,6 +35,7 @@ ALTERNATIVES = {
     "patience": 1,
     "monitor": "valid_acc",
     "refit_full": True,
+    "weight_averaging": "ema",
     "grad_accum_steps": 2,
     "label_smoothing": 0.2,
     "class_weight": {"dark": 3.0, "light": 1.0},

@@ -23,25 +23,29 @@ def _lowercase(texts):
 def test_grid_search_over_freeze_layers_and_lr(image_data, tiny_image_params, n_jobs):
     X, y = image_data
     X, y = X[[0, 1, 2, 3, -4, -3, -2, -1]], y[[0, 1, 2, 3, -4, -3, -2, -1]]
+    cv = StratifiedKFold(2, shuffle=True, random_state=0)
     search = GridSearchCV(
         PretrainedImageClassifier(**{**tiny_image_params, "max_epochs": 1}),
         {"freeze_layers": ["all", -1], "lr": [1e-3, 1e-2]},
-        cv=StratifiedKFold(2, shuffle=True, random_state=0),
+        cv=cv,
         n_jobs=n_jobs,
     )
     search.fit(X, y)
-    assert len(search.cv_results_["params"]) == 4
-    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
-    assert search.best_params_["freeze_layers"] in ("all", -1)
-    assert search.best_estimator_.get_params()["lr"] == search.best_params_["lr"]
-    assert set(search.predict(X).tolist()) <= {"dark", "light"}
+    # The scores are our estimator's: a clone with a candidate's parameters, fitted on the first split's training
+    # part, scores the same on its test part (the search's fits ran on clones, in worker processes with n_jobs=2).
+    train, test = next(cv.split(X, y))
+    for params, score in zip(search.cv_results_["params"], search.cv_results_["split0_test_score"]):
+        assert score == clone(search.estimator).set_params(**params).fit(X[train], y[train]).score(X[test], y[test])
+    # Frozen features and the solved head tell dark from light; one epoch of fine-tuning does not yet.
+    assert search.best_params_["freeze_layers"] == "all" and search.best_score_ == 1.0
+    assert search.score(X, y) == 1.0
 
 
 def test_cross_val_score(text_data, tiny_text_params):
     X, y = text_data
     scores = cross_val_score(PretrainedTextClassifier(**tiny_text_params), X, y, cv=2)
-    assert scores.shape == (2,)
-    assert ((scores >= 0) & (scores <= 1)).all()
+    # Each fold's test texts are the other fold's training texts (the toy set holds every text twice).
+    np.testing.assert_array_equal(scores, [1.0, 1.0])
 
 
 def test_pipeline_with_a_text_preprocessing_step(text_data, tiny_text_params):
