@@ -41,7 +41,7 @@ from ._harness import (
 
 # "slow": how many of the inputs (the first) the slower method and the sanity check run on.
 SETTINGS = {"quick": {"images": 16, "slow_images": 6, "train_texts": 1000, "texts": 60, "slow_texts": 30},
-            "full": {"images": None, "slow_images": 12, "train_texts": 3000, "texts": 250, "slow_texts": 40}}
+            "full": {"images": None, "slow_images": 24, "train_texts": 3000, "texts": None, "slow_texts": 80}}
 IMAGE_FRACTIONS = np.linspace(0, 1, 6)
 TEXT_FRACTIONS = np.linspace(0, 0.8, 5)
 SLOW = {"integrated_gradients"}

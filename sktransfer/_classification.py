@@ -176,7 +176,8 @@ class ClassifierTask(ClassifierMixin, TrainableEstimator):
         self.classes_ = encoder.classes_
         if len(self.classes_) < 2:
             raise ValueError(
-                f"y has a single class ({self.classes_[0]!r}): a classifier needs at least two classes."
+                f"y has a single class ({self.classes_[0]!r}), but a classifier needs more than one class: add "
+                "samples of at least one other class."
             )
         self.n_outputs_ = len(self.classes_)
         return encoded.astype(np.int64)

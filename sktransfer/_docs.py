@@ -5,8 +5,8 @@ Each estimator's class body starts with a literal one-line summary (what IDEs re
 input and task contribute (a :class:`Part` each: extended text, parameters, fitted attributes) and its
 See Also and Examples sections, in numpydoc's order, so that ``help()`` and Jupyter show the whole
 text while every shared paragraph is written once, here. A new option's entry goes into the section
-of the class that owns it (parameters in :mod:`._parameter_docs`); the README's "Training options" table
-is checked against these entries.
+of the class that owns it (parameters in :mod:`._parameter_docs`); the user guide's "Training options" table
+is generated from these entries (docs/conf.py).
 """
 
 from __future__ import annotations

@@ -68,6 +68,11 @@ class BackboneEstimator(TransformerMixin, BaseEstimator):
 
     _training_only_params = ()  # parameters only fit reads (a distillation teacher): save() writes None
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]  # embeddings are float32 whatever the input
+        return tags
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         _persistence.register_estimator(cls)

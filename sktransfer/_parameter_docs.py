@@ -1,7 +1,7 @@
 """The parameter and input sections of the estimators' docstrings (numpydoc), assembled by :mod:`._docs`.
 
-A new option's entry goes into the section of the class that owns it; the README's "Training options"
-table is checked against these entries.
+A new option's entry goes into the section of the class that owns it; the user guide's "Training options"
+table is generated from these entries (docs/conf.py).
 """
 
 # ------------------------------------------------------------------------------------------- parameters
@@ -52,7 +52,7 @@ runtime : ONNXRuntime, OpenVINO, {"onnxruntime", "openvino"} or None, default=No
     exports, checks the export against PyTorch on rows of ``X`` (``runtime_deviation_``; a float32
     export that differs raises) and compiles; ``save`` and pickles keep the compiled model.
     ``ONNXRuntime(int8=True)``/``OpenVINO(int8=True)`` quantise it to int8 with the runtime's own tools
-    (see the README's "Deployment" for measured speed and accuracy). None: PyTorch.
+    (see the user guide's "Deployment" for measured speed and accuracy). None: PyTorch.
 verbose : int, default=0
     0 is silent; 1 shows a progress bar per epoch and a per-epoch table."""
 
@@ -190,7 +190,7 @@ domain_adaptation : {"dann", "coral", "mmd"} or None, default=None
     rows, if ``sample_domain`` marks any, are left out.
 adaptation_weight : float, default=1.0
     Weight of the adaptation loss against the source rows' classification loss (0: source only, with
-    the same batches). Choose it without target labels with skada's scorers (see the README).
+    the same batches). Choose it without target labels with skada's scorers (see the user guide's "Domain adaptation").
 teacher : estimator or None, default=None
     Knowledge distillation: a fitted classifier with ``predict_proba`` and the same ``classes_`` (a
     fine-tuned sktransfer classifier, a Pipeline ...) whose soft predictions the model learns from. Its
@@ -217,7 +217,7 @@ contrastive : "auto", Contrastive, {"cosine", "supcon", "triplet"} or None, defa
     rows of each class. With ``C=None``, ``head_hidden`` or ``label_smoothing`` the head trains by
     epochs beside the contrastive term instead. "auto": ``Contrastive()`` for a text classifier whose
     median class has at most 16 labelled rows (and at least 2 in every class), where measured to help
-    (the README's "Few labels"), when nothing else is chosen that trains the backbone or adds rows
+    (the user guide's "Few labels"), when nothing else is chosen that trains the backbone or adds rows
     (``freeze_layers`` left "auto", no ``adapter``, ``teacher``, ``domain_adaptation``, ``early_stopping``
     or ``warm_start``/``partial_fit``) and the head is solved (``C``); else None. ``contrastive_``
     records the choice.

@@ -26,6 +26,7 @@ from ._freezing import apply_freeze, frozen_names, n_frozen_blocks, validate_fre
 from ._heads import Head, TransferModule
 from ._lr_finder import apply_found_rate
 from ._optim import ScheduleFactor, resolve_rates
+from ._optuna import pruning_callbacks
 from ._plan import FitPlan, LabelledRows, Stage, Trainable, precomputed_dataset
 from ._prefix import PrefixSplit, split_frozen_prefix
 from ._streams import training_streams
@@ -253,6 +254,7 @@ class FitPlanner:
                                        monitor=self.est.monitor if validate else None)
         if averaging is not None:  # after early stopping, whose restored best weights it replaces
             callbacks.append(("weight_averaging", averaging))
+        callbacks.extend(pruning_callbacks())  # inside an OptunaPruning block
         if self.est.verbose:
             callbacks.append(("progress", ProgressBar()))
         return callbacks

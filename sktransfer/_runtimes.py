@@ -132,7 +132,7 @@ class ONNXRuntime(_Runtime):
         Quantise to int8 with ONNX Runtime's tools: a transformer's weights dynamically (activations
         quantised on the fly), a convolutional backbone statically (activation ranges calibrated on
         ``calibration_size`` rows of the fit). Faster on CPUs with int8 units; changes the numbers a
-        little (``runtime_deviation_``; the README's "Deployment" gives measured accuracy changes).
+        little (``runtime_deviation_``; the user guide's "Deployment" gives measured accuracy changes).
     calibration_size : int, default=128
         Rows drawn from the fit to calibrate static int8 quantisation and to check the export.
     threads : int or None, default=None

@@ -16,7 +16,6 @@ import torch
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNetClassifier
-from skorch.helper import predefined_split
 from skorch.history import History
 
 from ._adapters import AdapterOptions, LoRA, resolve_adapter, restore_adapter
@@ -28,13 +27,12 @@ from ._export import export_onnx
 from ._freezing import validate_freeze_layers
 from ._heads import Head, TransferModule
 from ._lr_finder import LRFinderResult, lr_find
+from ._net_builder import build_net
 from ._no_effect import warn_ineffective
-from ._optim import HEAD_LR, Rates
-from ._optuna import pruning_callbacks
 from ._plan import FitPlan, Stage
 from ._planner import FitPlanner
 from ._plotting import plot_history
-from ._validation import Interval, StrOptions, fraction, positive_int, positive_real
+from ._validation import Interval, StrOptions, check_sample_weight, fraction, positive_int, positive_real
 
 # torch's random generator is the process's: fits in threads take turns, so that each draws from its own seed.
 _SEEDED = threading.RLock()
@@ -147,18 +145,7 @@ class TrainableEstimator(BackboneEstimator):
         return split_domains(items, y, sample_weight, sample_domain, mode="refuse", name=type(self).__name__)
 
     def _sample_weights(self, y_encoded, sample_weight, n: int):
-        if sample_weight is None:
-            return None
-        try:
-            weights = np.asarray(sample_weight, dtype=np.float32)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"sample_weight must be {n} finite non-negative numbers; it could not be read as "
-                             f"numbers ({err}).") from err
-        if weights.shape != (n,) or not np.isfinite(weights).all() or (weights < 0).any():
-            raise ValueError(f"sample_weight must be {n} finite non-negative numbers, got shape {weights.shape}.")
-        if not weights.any():
-            raise ValueError("sample_weight is zero for every sample: at least one weight must be positive.")
-        return weights
+        return check_sample_weight(sample_weight, n)
 
     # ---------------------------------------------------------------- fit
     def fit(self, X, y, sample_weight=None, sample_domain=None) -> TrainableEstimator:
@@ -261,44 +248,7 @@ class TrainableEstimator(BackboneEstimator):
         return self
 
     def _make_net(self, plan: FitPlan):
-        rates = plan.rates or Rates(head=HEAD_LR, backbone=HEAD_LR, warmup=0.0)
-        iterator = {"num_workers": plan.num_workers, "pin_memory": self.device_.startswith("cuda")}
-        if plan.collate is not None:
-            iterator["collate_fn"] = plan.collate
-        train_iterator = {**iterator, "batch_size": plan.train_batch_size or self.batch_size}
-        if plan.train_collate is not None:
-            train_iterator["collate_fn"] = plan.train_collate
-        return self._net_class(
-            module=plan.module,
-            criterion=self._criterion(),
-            lr=rates.backbone,
-            max_epochs=plan.epochs,
-            batch_size=self.batch_size,
-            train_split=None if plan.valid_data is None else predefined_split(plan.valid_data),
-            callbacks=[*plan.callbacks, *pruning_callbacks()],
-            device=self.device_,
-            verbose=self.verbose,
-            iterator_train__shuffle=plan.sampler is None,
-            iterator_train__sampler=plan.sampler,
-            **{f"iterator_train__{k}": v for k, v in train_iterator.items()},
-            **{f"iterator_valid__{k}": v for k, v in iterator.items()},
-            iterator_valid__generator=torch.Generator(),  # predicting never draws from the global RNG fits seed
-            blocks=plan.blocks,
-            optimizer_name=self.optimizer,
-            group_options={
-                "weight_decay": self.weight_decay,
-                "layer_decay": self.layer_decay,
-                "head_lr": rates.head,
-                "include_frozen": self.unfreeze_every is not None,
-            },
-            precision=self.precision_,
-            grad_accum_steps=self.grad_accum_steps,
-            warm_start=False,
-            compile=self.compile,
-            streams=plan.streams,
-            total_steps=plan.steps,
-            **self._net_kwargs(),
-        )
+        return build_net(self, plan)
 
     def _best_epoch(self) -> int:
         # The epoch whose weights EarlyStopping(load_best=True) restored.

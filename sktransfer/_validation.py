@@ -17,7 +17,8 @@ import numpy as np
 
 from ._sklearn_compat import Interval, InvalidParameterError, StrOptions, validate_parameter_constraints
 
-__all__ = ["Interval", "StrOptions", "check_device", "fraction", "positive_int", "positive_real", "validate_params"]
+__all__ = ["Interval", "StrOptions", "check_device", "check_sample_weight", "fraction", "positive_int", "positive_real",
+           "validate_params"]
 
 positive_int = Interval(Integral, 1, None, closed="left")
 positive_real = Interval(Real, 0, None, closed="neither")
@@ -66,7 +67,8 @@ def check_device(device: str) -> None:
 def check_target_length(y, n: int) -> np.ndarray:
     """``y`` as an array of ``n`` targets (one per sample), or a clear error."""
     if y is None:
-        raise ValueError("y is None: fit needs targets, one per sample.")
+        raise ValueError("This estimator requires y to be passed, but the target y is None: fit needs targets, one per "
+                         "sample.")
     raw = y.to_numpy() if hasattr(y, "to_numpy") else y
     y = np.asarray(raw)
     if y.ndim == 0:
@@ -84,3 +86,19 @@ def check_finite_targets(y: np.ndarray) -> None:
     """Refuse numeric targets with NaN or infinite values, naming the fix."""
     if y.dtype.kind in "fc" and not np.isfinite(y).all():
         raise ValueError("y has NaN or infinite values; drop or fill those rows.")
+
+
+def check_sample_weight(sample_weight, n: int) -> np.ndarray | None:
+    """``sample_weight`` as ``n`` float32 weights (None stays None), or a ValueError naming what is wrong."""
+    if sample_weight is None:
+        return None
+    try:
+        weights = np.asarray(sample_weight, dtype=np.float32)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"sample_weight must be {n} finite non-negative numbers; it could not be read as "
+                         f"numbers ({err}).") from err
+    if weights.shape != (n,) or not np.isfinite(weights).all() or (weights < 0).any():
+        raise ValueError(f"sample_weight must be {n} finite non-negative numbers, got shape {weights.shape}.")
+    if not weights.any():
+        raise ValueError("sample_weight is zero for every sample: at least one weight must be positive.")
+    return weights

@@ -1,4 +1,4 @@
-"""The public docstrings: numpydoc validation, fitted attributes, static summaries and the README table."""
+"""The public docstrings: numpydoc validation, fitted attributes and static summaries."""
 
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ from sktransfer._docs import Part, document
 validate = pytest.importorskip("numpydoc.validate").validate
 NumpyDocString = pytest.importorskip("numpydoc.docscrape").NumpyDocString
 
-README = Path(__file__).resolve().parents[1] / "README.md"
 ESTIMATORS = [
     PretrainedImageClassifier,
     PretrainedImageRegressor,
@@ -177,38 +176,3 @@ def test_every_fitted_attribute_is_documented(cls, tiny_image_params, tiny_text_
         assert not never_set, f"{cls.__name__}: documented attributes that no fit sets: {never_set}"
 
 
-# ------------------------------------------------------------------------------------ README table
-def _readme_rows() -> dict[str, tuple[str, str, str]]:
-    """``name -> (type, default, meaning)`` of README.md's "Training options" table."""
-    text = README.read_text(encoding="utf-8")
-    section = text.split("## Training options", 1)[1].split("\n## ", 1)[0]
-    rows = {}
-    for line in section.splitlines():
-        match = re.fullmatch(r"\| `(\w+)`(?: \((?:images|texts)\))? \| (.*?) \| `(.*?)` \| (.*) \|", line)
-        if match:
-            name, *cells = match.groups()
-            rows[name] = tuple(cells)
-    return rows
-
-
-def test_readme_training_options_match_the_docstrings():
-    rows = _readme_rows()
-    documented = {}
-    for cls in ESTIMATORS:
-        for entry in NumpyDocString(cls.__doc__)["Parameters"]:
-            if entry.name != "backbone":  # documented per modality in README's "Backbones" section
-                kind, _, default = entry.type.rpartition(", default=")
-                documented[entry.name] = (kind, default, " ".join(line.strip() for line in entry.desc))
-    assert sorted(rows) == sorted(documented), "README's 'Training options' table and the parameters differ"
-    for name, row in rows.items():
-        assert row == documented[name], f"README row of {name!r} differs from sktransfer/_parameter_docs.py"
-
-
-def test_readme_marks_modality_specific_parameters():
-    text = README.read_text(encoding="utf-8")
-    image = set().union(*(cls._get_param_names() for cls in ESTIMATORS if "Image" in cls.__name__))
-    texts = set().union(*(cls._get_param_names() for cls in ESTIMATORS if "Text" in cls.__name__))
-    for name in image - texts:
-        assert f"| `{name}` (images) |" in text, name
-    for name in texts - image:
-        assert f"| `{name}` (texts) |" in text, name

@@ -61,13 +61,3 @@ def test_quickstart_text_split_learns_with_the_default_backbone(capsys):
 def test_data_examples_exit_clearly_without_shared_data(name, tmp_path):
     with pytest.raises(SystemExit, match="is absent"):
         _load_example(name).main(tmp_path)
-
-
-def test_readme_documents_every_training_option():
-    from sktransfer._parameter_docs import BACKBONE_PARAMS, CLASSIFIER_PARAMS, TRAINING_PARAMS
-
-    readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
-    sections = BACKBONE_PARAMS + "\n" + TRAINING_PARAMS + "\n" + CLASSIFIER_PARAMS
-    names = [line.split(" : ")[0] for line in sections.splitlines() if line and not line.startswith(" ")]
-    missing = [name for name in names if f"| `{name}` |" not in readme]
-    assert not missing, f"README.md's 'Training options' table lacks rows for {missing}"

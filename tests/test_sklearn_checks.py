@@ -151,31 +151,15 @@ ESTIMATORS = [
     RowsPretrainedTextEmbedder(**TEXT),
 ]
 
-# What our estimators do otherwise than scikit-learn's checks want, and why (fixes proposed in issue 32's report).
-_DTYPES = ("transform returns the backbone's float32 embeddings whatever the input's dtype, while the tags keep "
-           "scikit-learn's default preserves_dtype=['float64']")
-_Y_NONE = ("fit(X, None) raises 'y is None: fit needs targets, one per sample.', which none of the check's "
-           "accepted phrasings ('requires y to be passed, but the target y is None', ...) matches")
-_ONE_SAMPLE = ("one sample is one class, refused with 'y has a single class ...: a classifier needs at least two "
-               "classes.', whose wording ('single class') is not among the check's accepted phrases ('one class')")
+# What our estimators do otherwise than scikit-learn's checks want, and why.
 _REGRESSION_SCORE = ("R^2 > 0.5 on 200 rows of a random regression problem is more than a randomly initialised tiny "
                      "BERT's features of rows written as one word per feature give "
                      "(tests/test_regression_multilabel.py checks that the regressors learn on data a backbone sees)")
 _Y_COLUMN = ("a y of shape (n, 1) is a multi-output target with one output (a regressor's Y may have several "
              "columns), so it is kept as a column, without the DataConversionWarning the check wants")
 EXPECTED_FAILURES: dict[str, dict[str, str]] = {
-    "RowsPretrainedImageClassifier": {
-        "check_transformer_preserve_dtypes": _DTYPES, "check_requires_y_none": _Y_NONE,
-        "check_fit2d_1sample": _ONE_SAMPLE,
-    },
-    "RowsPretrainedImageRegressor": {
-        "check_transformer_preserve_dtypes": _DTYPES, "check_requires_y_none": _Y_NONE,
-        "check_supervised_y_2d": _Y_COLUMN,
-    },
-    "RowsPretrainedImageEmbedder": {"check_transformer_preserve_dtypes": _DTYPES},
+    "RowsPretrainedImageRegressor": {"check_supervised_y_2d": _Y_COLUMN},
     "RowsPretrainedTextClassifier": {
-        "check_transformer_preserve_dtypes": _DTYPES, "check_requires_y_none": _Y_NONE,
-        "check_fit2d_1sample": _ONE_SAMPLE,
         "check_methods_subset_invariance": (
             "texts are padded to the longest text of their batch, so a row's probabilities may move in the last "
             "float32 digits with the batch it is predicted in, beyond the check's atol=1e-7"),
@@ -184,11 +168,7 @@ EXPECTED_FAILURES: dict[str, dict[str, str]] = {
             "(2 features, 33 words) through a randomly initialised 2-layer BERT loses most of them "
             "(tests/test_estimator_contract.py checks that the text classifier learns on texts)"),
     },
-    "RowsPretrainedTextRegressor": {
-        "check_transformer_preserve_dtypes": _DTYPES, "check_requires_y_none": _Y_NONE,
-        "check_regressors_train": _REGRESSION_SCORE, "check_supervised_y_2d": _Y_COLUMN,
-    },
-    "RowsPretrainedTextEmbedder": {"check_transformer_preserve_dtypes": _DTYPES},
+    "RowsPretrainedTextRegressor": {"check_regressors_train": _REGRESSION_SCORE, "check_supervised_y_2d": _Y_COLUMN},
 }
 
 
