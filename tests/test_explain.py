@@ -16,6 +16,7 @@ from sktransfer import (
     PretrainedTextClassifier,
     PretrainedTextEmbedder,
     explain,
+    feature_cache,
 )
 
 pytest.importorskip("captum")
@@ -74,9 +75,10 @@ def _assert_unchanged(module, before) -> None:
 @pytest.mark.parametrize("method", ["gradcam", "integrated_gradients"])
 def test_image_maps_have_each_images_resolution_and_peak_at_the_planted_patch(patch_model, method):
     X, _ = _patch_images(4, seed=1)
-    before = _snapshot(patch_model.net_.module_)
+    before, cached = _snapshot(patch_model.net_.module_), len(feature_cache)
     found = patch_model.explain(list(X[:1]) + [X[2, :, :28]], target="patch", method=method)
     _assert_unchanged(patch_model.net_.module_, before)
+    assert len(feature_cache) == cached  # nothing embedded through the cache
     assert isinstance(found, Explanation) and found.method == method and found.targets == ["patch", "patch"]
     assert [a.shape for a in found.attributions] == [(32, 32), (32, 28)]
     for attribution in found.attributions:
@@ -187,3 +189,24 @@ def test_plot_and_html(word_model, patch_model):
         plt.close(figure)
         assert found._repr_html_().count(kind) == count
     assert "&lt;b&gt;" in texts._repr_html_()
+
+
+def test_a_torchvision_backbone_gets_grad_cam_maps():
+    X, y = _patch_images(8)
+    clf = PretrainedImageClassifier(backbone="mobilenet_v3_small", pretrained=False, random_state=0).fit(X, y)
+    before = _snapshot(clf.net_.module_)
+    found = clf.explain(X[:2])
+    _assert_unchanged(clf.net_.module_, before)
+    assert found.method == "gradcam" and [a.shape for a in found.attributions] == [(32, 32), (32, 32)]
+    assert all(np.isfinite(a).all() and a.any() for a in found.attributions)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_explanations_run_on_the_models_cuda_device(tiny_bert_dir):
+    X, y = _patch_images(8)
+    clf = PretrainedImageClassifier(backbone="test_efficientnet", pretrained=False, device="cuda",
+                                    random_state=0).fit(X, y)
+    assert clf.explain(X[:2]).attributions[0].shape == (32, 32)
+    texts, labels = _word_texts(8)
+    text_clf = PretrainedTextClassifier(backbone=tiny_bert_dir, device="cuda", random_state=0).fit(texts, labels)
+    assert [len(s) for s in text_clf.explain(texts[:2]).attributions] == [len(t.split()) for t in texts[:2]]
