@@ -31,6 +31,11 @@ from ._harness import (
 TINY = True
 SIZES = {"tiny": (16, 16), "quick": (32, 64), "full": (256, 512)}  # (images, texts)
 REPEATS = {"tiny": 1, "quick": 1, "full": 2}
+
+
+def max_length() -> int:
+    """Tokens per text: 128, or 64 for the tiny BERT (its positions stop there)."""
+    return 64 if tiny() else 128
 BATCH, LR = 32, 1e-4
 
 
@@ -84,8 +89,8 @@ def _setup(modality: str, device: str):
 
     def collate(batch):
         texts, ys = zip(*batch)
-        return dict(tokenizer(list(texts), padding=True, truncation=True, max_length=128, return_tensors="pt")), \
-            torch.as_tensor(ys)
+        tokens = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length(), return_tensors="pt")
+        return dict(tokens), torch.as_tensor(ys)
     return _Model(backbone.encoder, backbone.num_features, True).to(device), lambda t: t, collate
 
 
@@ -156,7 +161,7 @@ def sktransfer_fit(modality: str, X, y, device: str) -> tuple[float, float]:
         clf = PretrainedImageClassifier(**common, **({"backbone": "test_efficientnet", "pretrained": False}
                                                      if tiny() else {}))
     else:
-        clf = PretrainedTextClassifier(**common, max_length=128,
+        clf = PretrainedTextClassifier(**common, max_length=max_length(),
                                        **({"backbone": tiny_text_backbone()} if tiny() else {}))
     with timed(fit):
         clf.fit(X, y)

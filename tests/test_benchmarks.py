@@ -185,3 +185,20 @@ def test_few_shot_default_is_the_arm_the_rule_picks():
             for arm, acc in [("sktransfer frozen head", 0.5), ("sktransfer contrastive", 0.8)]]
     default = {(r["set"], r["k"]): r["accuracy"] for r in with_default(rows) if r["arm"] == "sktransfer default"}
     assert default == {("trec", 8): 0.8, ("trec", 64): 0.5, ("hymenoptera", 5): 0.5}
+
+
+TINY_MODULES = ("throughput", "lora_vs_full", "inference", "learning_rates", "sequential_transfer", "distillation",
+                "multitask", "lr_finder")
+
+
+def test_every_other_tiny_benchmark_runs_and_writes_its_headline(tmp_path):
+    env = {**os.environ, "SKTRANSFER_BENCH_TINY": ""}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--tiny", "--only", ",".join(TINY_MODULES),
+         "--out", str(tmp_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in TINY_MODULES:
+        assert f"[benchmarks] {name}: ok" in proc.stdout, proc.stdout[-3000:]
+        assert read_headline(tmp_path / f"{name}.md"), name
