@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ._plotting import _pyplot
+
 _POSITIVE, _NEGATIVE = (220, 38, 38), (37, 99, 235)
 _HTML_ITEMS = 12
 
@@ -97,9 +99,7 @@ class Explanation:
         fig : matplotlib.figure.Figure
             The figure.
         """
-        from ._plotting import _pyplot
-
-        plt = _pyplot()
+        plt = _pyplot("Explanation.plot")
         n = min(max_items, len(self))
         if self.modality == "image":
             cols = min(n_cols, n)

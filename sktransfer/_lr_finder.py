@@ -25,6 +25,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from ._device import cuda_indices
 from ._persistence import register_parameter_object
 from ._plan import FitPlan
+from ._plotting import _pyplot
 
 START_LR, END_LR, NUM_ITER = 1e-7, 10.0, 100
 SMOOTHING, DIVERGE = 0.98, 4.0
@@ -99,12 +100,8 @@ class LRFinderResult:
         ax : matplotlib.axes.Axes
             The axes drawn on.
         """
-        try:
-            import matplotlib.pyplot as plt
-        except ImportError as err:
-            raise ImportError("LRFinderResult.plot needs matplotlib: pip install sktransfer[plot]") from err
         if ax is None:
-            _, ax = plt.subplots()
+            _, ax = _pyplot("LRFinderResult.plot").subplots()
         ax.plot(self.rates, self.losses, label="smoothed loss")
         at = int(np.argmin(np.abs(np.log(self.rates) - math.log(self.suggestion))))
         ax.plot([self.suggestion], [self.losses[at]], "o", color="red", label=f"suggestion {self.suggestion:.2g}")

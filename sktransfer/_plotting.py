@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 
-def _pyplot():
+def _pyplot(what: str):
+    """matplotlib's pyplot, or an ImportError saying that ``what`` needs it and how to install it."""
     try:
         import matplotlib.pyplot as plt
     except ImportError as err:
         raise ImportError(
-            "plot_history needs matplotlib, which is not installed; run `pip install sktransfer[plot]`."
+            f"{what} needs matplotlib, which is not installed; run `pip install sktransfer[plot]`."
         ) from err
     return plt
 
@@ -29,7 +30,7 @@ def plot_history(history: Any, best_epoch: int) -> Any:
     -------
     fig : matplotlib.figure.Figure
     """
-    plt = _pyplot()
+    plt = _pyplot("plot_history")
     epochs = [row["epoch"] for row in history]
     panels = [("loss", ["train_loss", "valid_loss"]), ("accuracy", ["valid_acc"]), ("learning rate", ["lr"])]
     panels = [(title, [k for k in keys if k in history[0]]) for title, keys in panels]
