@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ._harness import (
     SHARED_DATA,
+    device_name,
     headline,
     markdown_table,
     read_hymenoptera,
@@ -130,13 +131,17 @@ def run_dataset(dataset: str, quick: bool) -> dict:
     warm: dict = {}
     with timed(warm, "seconds"):  # the backbone loaded and the frozen prefix computed once, outside the timings
         _estimator(dataset, 0, max_epochs=1).fit(X, y)
+    epoch_batches = -(-len(X) // _estimator(dataset, 0).get_params()["batch_size"])
+    short_iter = max(20, epoch_batches)  # the shortest test lr_find takes, or one epoch's batches
     runs = []
     for seed in seeds:
         finder: dict = {}
         with timed(finder, "find_s"):
             result = _estimator(dataset, seed).lr_find(X, y)
+        with timed(finder, "short_find_s"):
+            short = _estimator(dataset, seed).lr_find(X, y, num_iter=short_iter)
         fits = {}
-        for lr in (result.suggestion, *grid):
+        for lr in dict.fromkeys((result.suggestion, short.suggestion, *grid)):
             record: dict = {}
             clf = _estimator(dataset, seed, lr=lr)
             with timed(record, "fit_s"):
@@ -145,9 +150,12 @@ def run_dataset(dataset: str, quick: bool) -> dict:
             record["epochs"] = int(clf.n_epochs_)
             fits[repr(lr)] = record
         runs.append({"seed": seed, "suggestion": result.suggestion, "batches": len(result.rates),
-                     "find_s": finder["find_s"], **_other_rules(result.rates, result.losses), "fits": fits,
+                     "find_s": finder["find_s"], "short_suggestion": short.suggestion,
+                     "short_batches": len(short.rates), "short_find_s": finder["short_find_s"],
+                     **_other_rules(result.rates, result.losses), "fits": fits,
                      "curve": [result.rates.tolist(), result.losses.tolist()]})
-    return {"n_train": len(X), "n_test": len(X_test), "grid": list(grid), "runs": runs, "prefix_s": warm["seconds"]}
+    return {"n_train": len(X), "n_test": len(X_test), "grid": list(grid), "runs": runs, "prefix_s": warm["seconds"],
+            "device": device_name(), "epoch_batches": epoch_batches}
 
 
 def _section(dataset: str, measured: dict) -> tuple[str, dict]:
@@ -155,43 +163,69 @@ def _section(dataset: str, measured: dict) -> tuple[str, dict]:
     import numpy as np
 
     grid, runs = measured["grid"], measured["runs"]
-    rows, gaps, costs = [], [], []
+    short = all("short_suggestion" in run for run in runs)  # sets measured before the one-epoch test have none
+    accuracy = lambda run, lr: 100 * run["fits"][repr(lr)]["accuracy"]  # noqa: E731
+    rows, costs, short_costs = [], [], []
     for run in runs:
         found = run["fits"][repr(run["suggestion"])]
         epoch_s = found["fit_s"] / found["epochs"]
-        row = {"seed": run["seed"], "suggested lr": run["suggestion"], "suggested %": 100 * found["accuracy"]}
-        row |= {f"{lr:g} %": 100 * run["fits"][repr(lr)]["accuracy"] for lr in grid}
+        row = {"seed": run["seed"], "suggested lr": run["suggestion"], "suggested %": accuracy(run, run["suggestion"])}
+        if short:
+            row |= {"1-epoch test lr": run["short_suggestion"],
+                    "1-epoch test %": accuracy(run, run["short_suggestion"])}
+        row |= {f"{lr:g} %": accuracy(run, lr) for lr in grid}
         row |= {"finder s": run["find_s"], "epoch s": epoch_s, "finder / epoch": run["find_s"] / epoch_s,
                 "batches": run["batches"], "steep rule": run["steep"], "minimum rule": run["minimum"]}
+        if short:
+            row |= {"1-epoch test s": run["short_find_s"], "1-epoch test batches": run["short_batches"]}
+            short_costs.append(run["short_find_s"] / epoch_s)
         rows.append(row)
         costs.append(run["find_s"] / epoch_s)
-    mean = {lr: np.mean([100 * run["fits"][repr(lr)]["accuracy"] for run in runs]) for lr in grid}
+    mean = {lr: np.mean([accuracy(run, lr) for run in runs]) for lr in grid}
     best = max(mean, key=mean.get)
-    found = float(np.mean([100 * run["fits"][repr(run["suggestion"])]["accuracy"] for run in runs]))
-    gaps = found - mean[best]
+    found = float(np.mean([accuracy(run, run["suggestion"]) for run in runs]))
+    gap = found - mean[best]
     verdict = (f"Mean over the seeds: suggestion {found:.2f} %, best hand-set rate {best:g} {mean[best]:.2f} % "
-               f"(suggestion minus best: {gaps:+.2f} points); hand-set means "
+               f"(suggestion minus best: {gap:+.2f} points); hand-set means "
                + ", ".join(f"{lr:g} {value:.2f} %" for lr, value in mean.items())
                + f"; the finder cost {np.mean(costs):.1f} epochs of this fit's time.")
-    body = (f"## {TITLES[dataset]}\n\n{measured['n_train']} training rows, {measured['n_test']} test rows; the "
-            f"backbone's load and the frozen prefix's outputs took {measured['prefix_s']:.0f} s once.\n\n"
+    summary = {"gap": gap, "cost": float(np.mean(costs))}
+    if short:
+        short_found = float(np.mean([accuracy(run, run["short_suggestion"]) for run in runs]))
+        summary |= {"short_gap": short_found - mean[best], "short_cost": float(np.mean(short_costs))}
+        verdict += (f" The test over {runs[0]['short_batches']} batches (one epoch, at least 20): "
+                    f"{short_found:.2f} % ({summary['short_gap']:+.2f} points against the best hand-set rate), "
+                    f"costing {summary['short_cost']:.1f} epochs.")
+    device = measured.get("device", "the 2-core CPU")
+    body = (f"## {TITLES[dataset]}\n\nRun on {device}. {measured['n_train']} training rows, {measured['n_test']} test "
+            f"rows; the backbone's load and the frozen prefix's outputs took {measured['prefix_s']:.0f} s once.\n\n"
             f"{markdown_table(rows)}\n\n{verdict}\n")
-    return body, {"gap": gaps, "cost": float(np.mean(costs))}
+    return body, summary
 
 
-def run(quick: bool, out_dir: Path) -> Path:
-    """Run every data set (each in its own process) and write ``lr_finder.md``, anew after each data set."""
+def run(quick: bool, out_dir: Path, sets: tuple[str, ...] = DATASETS) -> Path:
+    """Run the data sets ``sets`` (each in its own process) and write ``lr_finder.md``, anew after each data set.
+
+    Full mode with ``SKTRANSFER_LR_FINDER_RESUME=1`` keeps the data sets ``lr_finder_curves.json`` already holds.
+    """
     import json
 
     saved = out_dir / "lr_finder_curves.json"
     curves = json.loads(saved.read_text()) if os.environ.get(RESUME_ENV) and saved.exists() else {}
     out_dir.mkdir(parents=True, exist_ok=True)
-    for dataset in DATASETS:
+    for dataset in sets:
         if dataset not in curves:
             curves[dataset] = run_isolated("benchmarks.lr_finder:run_dataset", dataset=dataset, quick=quick)
             saved.write_text(json.dumps(curves))
         path = write_measured(curves, quick, out_dir)
     return path
+
+
+def short_clause(summary: dict) -> str:
+    """The headline's clause on the one-epoch range test (empty where no set measured it)."""
+    parts = [f"{d} {s['short_gap']:+.1f} points, {s['short_cost']:.1f} epochs" for d, s in summary.items()
+             if "short_gap" in s]
+    return f"; the one-epoch test: {', '.join(parts)}" if parts else ""
 
 
 def write_measured(curves: dict, quick: bool, out_dir: Path) -> Path:
@@ -207,9 +241,25 @@ def write_measured(curves: dict, quick: bool, out_dir: Path) -> Path:
     seeds = len(next(iter(curves.values()))["runs"])
     top = headline(f"lr_find's suggestion minus the best hand-set rate (mean of {seeds} seeds, top 2 blocks trained): "
                    + ", ".join(f"{d} {s['gap']:+.1f} points" for d, s in summary.items())
-                   + "; finder cost " + ", ".join(f"{s['cost']:.1f}" for s in summary.values()) + " epochs")
-    notes = (f"Mode: {mode}. Timings were taken while other engineers' jobs loaded the same 2-core CPU (load "
-             "average above 10): compare them within a data set only.\n\n"
+                   + "; finder cost " + ", ".join(f"{s['cost']:.1f}" for s in summary.values()) + " epochs"
+                   + short_clause(summary))
+    notes = (f"Mode: {mode}. Each section names the machine it ran on; the CPU sections' timings were taken while "
+             "other engineers' jobs loaded the same 2-core CPU (load average above 10), and a GPU runs in bf16 "
+             "autocast (`precision=\"auto\"`): compare timings within a data set only. A second range test per seed "
+             "runs over one epoch's batches (at least 20) and its suggestion is fitted too.\n\n"
              + "\n\n".join(__doc__.split("\n\n")[1:]).replace("``", "`") + "\n\n")
     return write_result("lr_finder", "Learning-rate range test: the suggested rate against hand-set rates",
                         top + "\n" + notes + "\n".join(sections), out_dir)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from ._harness import RESULTS
+
+    # python -m benchmarks.lr_finder [--out DIR] [SET ...]: full mode, resuming from DIR's curves (default: the
+    # committed ones), measuring the named sets (default: all)
+    args = sys.argv[1:]
+    out_dir = Path(args.pop(args.index("--out") + 1)) if "--out" in args else RESULTS
+    os.environ[RESUME_ENV] = "1"
+    print(run(quick=False, out_dir=out_dir, sets=tuple(a for a in args if a != "--out") or DATASETS))

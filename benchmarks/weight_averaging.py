@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._harness import SHARED_DATA, headline, markdown_table, write_result
+from ._harness import SHARED_DATA, device_name, headline, markdown_table, write_result
 
 TINY = False
 ARMS = (None, "ema", "swa", "soup")
@@ -81,7 +81,8 @@ def _fit_arms(name: str, setting: dict, store: Path) -> None:
             seconds = time.perf_counter() - start
             row = {"set": name, "arm": arm or "none", "seed": seed, "train rows": len(y), "test rows": len(y_test),
                    "accuracy %": 100 * clf.score(X_test, y_test), "fit s": seconds, "epochs": clf.n_epochs_,
-                   "best epoch": clf.best_epoch_, "load average": round(os.getloadavg()[0], 1)}
+                   "best epoch": clf.best_epoch_, "load average": round(os.getloadavg()[0], 1),
+                   "device": device_name()}
             with store.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             print(f"[weight_averaging] {row}", file=sys.stderr, flush=True)
@@ -100,7 +101,8 @@ def _summary(rows: list[dict], seeds: tuple) -> list[dict]:
             gains = np.array([r["accuracy %"] - none[r["seed"]]["accuracy %"] for r in mine])
             timed = [r for r in mine if r["seed"] != seeds[0]] or mine
             extra = np.mean([100 * (r["fit s"] / none[r["seed"]]["fit s"] - 1) for r in timed])
-            table.append({"set": name, "averaging": arm or "none", "accuracy % (mean)": acc.mean(),
+            devices = ", ".join(sorted({r.get("device", "2-core CPU") for r in mine}))
+            table.append({"set": name, "averaging": arm or "none", "device": devices, "accuracy % (mean)": acc.mean(),
                           "spread (min-max)": f"{acc.min():.1f}-{acc.max():.1f}", "gain over none": gains.mean(),
                           "extra time %": extra, "fit s (mean)": np.mean([r["fit s"] for r in mine])})
     return table
@@ -158,8 +160,9 @@ def _write(rows: list[dict], mode: str, setting: dict, out_dir: Path) -> Path:
         f"Settings: {setting}. Arms: none, then {', '.join(ARMS[1:])} (``weight_averaging``), same seeds.\n\n"
         "## The rule (issue 31)\n\n" + markdown_table(verdicts)
         + "\n\n## Per set\n\n" + markdown_table(summary)
-        + "\n\nTiming figures were taken while other engineers loaded the 2-core CPU (the 1-minute load average "
-        "after each fit is in the last column below): the extra time is noise "
+        + "\n\nEach set ran on one machine (the device column; rows without one ran on the 2-core CPU, a GPU in bf16 "
+        "autocast, `precision=\"auto\"`). CPU timing figures were taken while other engineers loaded the 2-core CPU "
+        "(the 1-minute load average after each fit is in the table below): the extra time is noise "
         "around the averaging's own cost, which is one copy (soup: up to three) of the trainable weights per "
         "epoch, or one in-place update per step (ema).\n\n## Every fit\n\n" + markdown_table(rows) + "\n"
     )
