@@ -24,7 +24,7 @@ from ._solver import fit_linear_head
 def _loss(net, data) -> float:
     """The net's weighted mean loss on a dataset of precomputed embeddings."""
     with torch.inference_mode():
-        y_pred = net.forward(data, training=False)
+        y_pred = net.forward(data, training=False, device=net.device)  # where the criterion's class weights are
         return float(net.get_loss(y_pred, data.y, X=data.X, training=False))
 
 

@@ -43,6 +43,15 @@ class _TransferNetMixin:
         self.precision = precision
         self.grad_accum_steps = grad_accum_steps
 
+    def initialize(self):
+        super().initialize()
+        # skorch unpickles with a CPU fallback only the attributes named here (module_, criterion_, optimizer_); the
+        # module and criterion passed as instances are those very objects, and the streams, the grad scaler and the
+        # loader's generator hold tensors too: without them a model fitted on CUDA cannot be unpickled without one
+        extra = ["module", "criterion", "streams", "scaler_", "iterator_valid__generator"]
+        self.cuda_dependent_attributes_ = list(dict.fromkeys([*self.cuda_dependent_attributes_, *extra]))
+        return self
+
     def initialize_optimizer(self, triggered_directly=None):
         module = getattr(self.module_, "_orig_mod", self.module_)  # named as the blocks are, even when compiled
         groups = param_groups(module, self.blocks or [], lr=self.lr, **(self.group_options or {}))

@@ -66,7 +66,8 @@ def test_worker_loading_gives_the_same_results(tmp_path, image_data):
 
 def test_text_inference_is_length_sorted_and_returned_in_input_order(tiny_text_params, text_data, monkeypatch):
     X, y = text_data
-    params = {**tiny_text_params, "max_epochs": 1, "cache": False, "batch_size": 4}
+    # no loader workers: the counting collator must run in this process (CUDA's default is 8 workers)
+    params = {**tiny_text_params, "max_epochs": 1, "cache": False, "batch_size": 4, "num_workers": 0}
     clf = PretrainedTextClassifier(**params).fit(X, y)
     rng = np.random.default_rng(0)
     texts = [" ".join(rng.choice(["good", "bad", "film", "very"], size=n)) for n in rng.permutation(np.arange(1, 13))]
@@ -93,7 +94,8 @@ def test_text_training_batches_group_similar_lengths(tiny_text_params, monkeypat
     rng = np.random.default_rng(0)
     X = [" ".join(rng.choice(["good", "bad", "film", "very"], size=n)) for n in rng.integers(1, 30, size=96)]
     y = rng.choice(["pos", "neg"], size=len(X))
-    params = {**tiny_text_params, "max_epochs": 2, "freeze_layers": "none", "batch_size": 4, "max_length": 64}
+    params = {**tiny_text_params, "max_epochs": 2, "freeze_layers": "none", "batch_size": 4, "max_length": 64,
+              "num_workers": 0}  # the counting collator must run in this process (CUDA's default is 8 workers)
     tokens = []
     call = TextCollator.__call__
 
@@ -259,6 +261,30 @@ def test_peak_gpu_memory_does_not_grow_with_the_number_of_candidates(tiny_image_
 
     peak(1)  # warm-up: CUDA context, cuDNN workspaces
     assert peak(6) <= 1.2 * peak(2)
+
+
+@pytest.mark.parametrize("case", ["image, fine-tuned", "text, class weights", "text, dann"])
+def test_a_pickled_net_maps_every_tensor_through_skorchs_device_fallback(case, tiny_image_params, tiny_text_params,
+                                                                          image_data, text_data):
+    # skorch unpickles its device-dependent attributes with a CPU fallback; a tensor pickled any other way keeps
+    # its CUDA storage and cannot be unpickled without CUDA (found on an H200: the module passed as an instance)
+    if case.startswith("image"):
+        clf = PretrainedImageClassifier(**tiny_image_params, freeze_layers="none").fit(*image_data)
+    elif case.endswith("weights"):
+        clf = PretrainedTextClassifier(**tiny_text_params, class_weight="balanced", C=None).fit(*text_data)
+    else:
+        X, y = text_data
+        y = np.array(y, dtype=object)
+        y[::3] = None  # target-domain rows: unlabelled
+        clf = PretrainedTextClassifier(**tiny_text_params, domain_adaptation="dann", freeze_layers="none").fit(X, y)
+
+    def plain_storage(data):
+        raise AssertionError("a tensor was pickled outside skorch's device-dependent attributes")
+
+    blob = pickle.dumps(clf.net_)
+    with mock.patch.object(torch.storage, "_load_from_bytes", plain_storage):
+        loaded = pickle.loads(blob)
+    assert loaded.module is loaded.module_
 
 
 @requires_cuda

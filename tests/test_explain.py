@@ -208,5 +208,6 @@ def test_explanations_run_on_the_models_cuda_device(tiny_bert_dir):
                                     random_state=0).fit(X, y)
     assert clf.explain(X[:2]).attributions[0].shape == (32, 32)
     texts, labels = _word_texts(8)
-    text_clf = PretrainedTextClassifier(backbone=tiny_bert_dir, device="cuda", random_state=0).fit(texts, labels)
+    text_clf = PretrainedTextClassifier(backbone=tiny_bert_dir, max_length=16, device="cuda", random_state=0)\
+        .fit(texts, labels)
     assert [len(s) for s in text_clf.explain(texts[:2]).attributions] == [len(t.split()) for t in texts[:2]]
