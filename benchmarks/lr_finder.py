@@ -245,8 +245,10 @@ def write_measured(curves: dict, quick: bool, out_dir: Path) -> Path:
                    + short_clause(summary))
     notes = (f"Mode: {mode}. Each section names the machine it ran on; the CPU sections' timings were taken while "
              "other engineers' jobs loaded the same 2-core CPU (load average above 10), and a GPU runs in bf16 "
-             "autocast (`precision=\"auto\"`): compare timings within a data set only. A second range test per seed "
-             "runs over one epoch's batches (at least 20) and its suggestion is fitted too.\n\n"
+             "autocast (`precision=\"auto\"`; on the lent H200 the four data sets ran as concurrent processes "
+             "sharing it and its 16 CPU cores, beside the weight-averaging benchmark): compare timings within a data "
+             "set only. A second range test per seed runs over one epoch's batches (at least 20) and its suggestion "
+             "is fitted too.\n\n"
              + "\n\n".join(__doc__.split("\n\n")[1:]).replace("``", "`") + "\n\n")
     return write_result("lr_finder", "Learning-rate range test: the suggested rate against hand-set rates",
                         top + "\n" + notes + "\n".join(sections), out_dir)

@@ -161,7 +161,8 @@ def _write(rows: list[dict], mode: str, setting: dict, out_dir: Path) -> Path:
         "## The rule (issue 31)\n\n" + markdown_table(verdicts)
         + "\n\n## Per set\n\n" + markdown_table(summary)
         + "\n\nEach set ran on one machine (the device column; rows without one ran on the 2-core CPU, a GPU in bf16 "
-        "autocast, `precision=\"auto\"`). CPU timing figures were taken while other engineers loaded the 2-core CPU "
+        "autocast, `precision=\"auto\"`: the H200's sets ran in concurrent processes sharing it). CPU timing "
+        "figures were taken while other engineers loaded the 2-core CPU "
         "(the 1-minute load average after each fit is in the table below): the extra time is noise "
         "around the averaging's own cost, which is one copy (soup: up to three) of the trainable weights per "
         "epoch, or one in-place update per step (ema).\n\n## Every fit\n\n" + markdown_table(rows) + "\n"
