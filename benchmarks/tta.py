@@ -26,8 +26,13 @@ from ._harness import (
     headline,
     markdown_table,
     read_hymenoptera,
+    synthetic_images,
+    tiny,
     write_result,
 )
+
+TINY = True
+TINY_BACKBONE = {"backbone": "test_efficientnet", "pretrained": False}
 
 FINE_TUNING = {"freeze_layers": -3, "max_epochs": 5}
 SEEDS = {"hymenoptera": (0, 1, 2), "office31-amazon": (0,)}
@@ -52,6 +57,8 @@ def _office(per_class_train: int, per_class_test: int):
 
 
 def _data(dataset: str, quick: bool):
+    if tiny():
+        return (*synthetic_images(24, seed=0), *synthetic_images(12, seed=1))
     if dataset == "hymenoptera":
         X, y = read_hymenoptera("train")
         X_test, y_test = read_hymenoptera("val")
@@ -84,7 +91,7 @@ def _frozen(dataset: str, quick: bool) -> tuple[list[dict], list[dict]]:
     X, y, X_test, y_test = _data(dataset, quick)
     y_test = np.asarray(y_test)
     feature_cache.clear()
-    clf = PretrainedImageClassifier(random_state=0).fit(X, y)
+    clf = PretrainedImageClassifier(random_state=0, **(TINY_BACKBONE if tiny() else {})).fit(X, y)
     plain, plain_s = _timed_proba(clf, X_test)
     tta, tta_s = _timed_proba(clf.set_params(tta=TTA()), X_test)
     labels = lambda proba: clf.classes_[proba.argmax(axis=1)]  # noqa: E731
@@ -100,7 +107,7 @@ def _paired_fit(recipe: str, label, params: dict, X, y, X_test, y_test) -> dict:
     """Fit ``params``, predict ``X_test`` plain and with ``TTA()``, and pair the two."""
     from sktransfer import TTA, PretrainedImageClassifier
 
-    clf = PretrainedImageClassifier(**params).fit(X, y)
+    clf = PretrainedImageClassifier(**params, **(TINY_BACKBONE if tiny() else {})).fit(X, y)
     plain, plain_s = _timed_proba(clf, X_test)
     tta, tta_s = _timed_proba(clf.set_params(tta=TTA()), X_test)
     labels = lambda proba: clf.classes_[proba.argmax(axis=1)]  # noqa: E731
@@ -160,7 +167,7 @@ def run(quick: bool, out_dir: Path) -> Path:
 
     torch.set_num_threads(2)
     sections, summaries = [], []
-    for dataset in ("hymenoptera", "office31-amazon"):
+    for dataset in ("hymenoptera",) if tiny() else ("hymenoptera", "office31-amazon"):
         pairs, variants = _frozen(dataset, quick)
         tuned = [_fine_tuned(dataset, quick, seed) for seed in SEEDS[dataset][: 1 if quick else None]]
         rows = [_summary(pairs), _summary(tuned)]
@@ -182,7 +189,8 @@ def _write(quick: bool, out_dir: Path, summaries: list[dict], sections: list[str
         f"Office-31 amazon frozen {gains.get(('office31-amazon', 'frozen default'), 'not run')}, fine-tuned "
         f"{gains.get(('office31-amazon', 'top 3 blocks fine-tuned'), 'not run')}; prediction {ratio:.1f}x as long "
         "(shared CPU)")
-    notes = f"Mode: {'quick' if quick else 'full'}. " + __doc__.split("\n\n", 1)[1].replace("``", "`")
+    mode = "tiny" if tiny() else "quick" if quick else "full"
+    notes = f"Mode: {mode}. " + __doc__.split("\n\n", 1)[1].replace("``", "`")
     body = (f"{top}\n{notes}\n{LOAD_NOTE}\n\n## Summary\n\n{markdown_table(summaries)}\n\n" + "\n".join(sections))
     return write_result("tta", "Test-time augmentation: accuracy with and without, and its cost", body, out_dir)
 
