@@ -157,7 +157,7 @@ class _RangeTest(Callback):
         return self.start_lr * (self.end_lr / self.start_lr) ** (step / (self.num_iter - 1))
 
     def on_train_begin(self, net, **kwargs):
-        ramp = [(lambda step: 1.0) if self.fixed_rate is not None and math.isclose(group["lr"], self.fixed_rate)
+        ramp = [(lambda step: 1.0) if self.fixed_rate is not None and group.get("part") == "head"
                 else (lambda step: self.rate(step) / self.start_lr) for group in net.optimizer_.param_groups]
         self.scheduler_ = LambdaLR(net.optimizer_, ramp)
         self.rates_, self.raw_losses_, self.losses_ = [], [], []

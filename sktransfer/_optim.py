@@ -72,22 +72,25 @@ def param_groups(
     """Group ``module``'s parameters by learning rate and weight decay.
 
     Backbone block ``i`` of ``n`` gets ``lr * layer_decay ** (n - i)``; the head gets ``head_lr`` (or
-    ``lr``). Biases and normalisation weights (1-D parameters) get no weight decay.
+    ``lr``). Biases and normalisation weights (1-D parameters) get no weight decay. Each group names its
+    ``part`` ("backbone" or "head"), also where both share a rate.
     """
     n = len(blocks)
     block_of = {name: i for i, block in enumerate(blocks) for name in block}
-    groups: dict[tuple[float, bool], dict] = {}
+    groups: dict[tuple[str, float, bool], dict] = {}
     for name, param in module.named_parameters():
         if not (param.requires_grad or include_frozen):
             continue
-        if name.startswith("encoder."):
+        part = "backbone" if name.startswith("encoder.") else "head"
+        if part == "backbone":
             depth = n - block_of.get(name[len("encoder.") :], n - 1)
             rate = lr * (layer_decay**depth if layer_decay else 1.0)
         else:
             rate = lr if head_lr is None else head_lr
         no_decay = param.ndim <= 1
         group = groups.setdefault(
-            (rate, no_decay), {"params": [], "lr": rate, "weight_decay": 0.0 if no_decay else weight_decay}
+            (part, rate, no_decay),
+            {"params": [], "lr": rate, "weight_decay": 0.0 if no_decay else weight_decay, "part": part},
         )
         group["params"].append(param)
     return list(groups.values())

@@ -156,6 +156,26 @@ def test_head_lr_stays_fixed_while_the_backbone_rate_ramps(monkeypatch, text_dat
     assert set(rates.values()) - {5e-3} == {reg.lr_finder_.suggestion}
 
 
+def test_the_backbone_ramps_even_where_head_lr_equals_the_start_rate(monkeypatch, text_data, tiny_text_params):
+    # the head's groups are told by their part, not by their rate: equal rates once merged head and backbone
+    monkeypatch.setattr(_lr_finder, "NUM_ITER", ITER)
+    seen = []
+    batch_end = _lr_finder._RangeTest.on_batch_end
+
+    def spy(self, net, **kwargs):
+        head = {id(p) for p in net.module_.head.parameters()}
+        seen.append({("head" if id(p) in head else "backbone"): group["lr"] for group in net.optimizer_.param_groups
+                     for p in group["params"]})
+        return batch_end(self, net, **kwargs)
+
+    monkeypatch.setattr(_lr_finder._RangeTest, "on_batch_end", spy)
+    X, y = text_data
+    targets = np.array([1.0 if label == "pos" else -1.0 for label in y])
+    PretrainedTextRegressor(**tiny_text_params, freeze_layers=-1, head_lr=_lr_finder.START_LR).lr_find(X, targets)
+    assert seen[-1]["head"] == _lr_finder.START_LR
+    assert seen[-1]["backbone"] > 100 * _lr_finder.START_LR
+
+
 def test_a_found_rate_survives_pickling_and_save_load(monkeypatch, image_data, tiny_image_params, tmp_path):
     monkeypatch.setattr(_lr_finder, "NUM_ITER", ITER)
     clf = PretrainedImageClassifier(**tiny_image_params, C=None, lr="find").fit(*image_data)
