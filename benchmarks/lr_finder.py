@@ -155,7 +155,7 @@ def run_dataset(dataset: str, quick: bool) -> dict:
                      **_other_rules(result.rates, result.losses), "fits": fits,
                      "curve": [result.rates.tolist(), result.losses.tolist()]})
     return {"n_train": len(X), "n_test": len(X_test), "grid": list(grid), "runs": runs, "prefix_s": warm["seconds"],
-            "device": device_name(), "epoch_batches": epoch_batches}
+            "device": device_name()}
 
 
 def _section(dataset: str, measured: dict) -> tuple[str, dict]:

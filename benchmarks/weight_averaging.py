@@ -151,7 +151,7 @@ def measure_overhead(out_dir: Path, name: str = "trec", rows: int = 300, epochs:
     measured = []
     for arm in ARMS[1:]:
         totals = {"s": 0.0, "depth": 0}
-        clf = _classifier(name if not tiny() else "texts", arm, 0, setting)
+        clf = _classifier(name, arm, 0, setting)
         start = time.perf_counter()
         with _hook_timer(totals), warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -150,14 +150,14 @@ def suggest_rate(rates: np.ndarray, losses: np.ndarray) -> float:
 class _RangeTest(Callback):
     """Raise the rates exponentially batch by batch, record the loss, stop at ``num_iter`` or on divergence."""
 
-    def __init__(self, start_lr: float, end_lr: float, num_iter: int, fixed_rate: float | None):
-        self.start_lr, self.end_lr, self.num_iter, self.fixed_rate = start_lr, end_lr, num_iter, fixed_rate
+    def __init__(self, start_lr: float, end_lr: float, num_iter: int, hold_head: bool):
+        self.start_lr, self.end_lr, self.num_iter, self.hold_head = start_lr, end_lr, num_iter, hold_head
 
     def rate(self, step: int) -> float:
         return self.start_lr * (self.end_lr / self.start_lr) ** (step / (self.num_iter - 1))
 
     def on_train_begin(self, net, **kwargs):
-        ramp = [(lambda step: 1.0) if self.fixed_rate is not None and group.get("part") == "head"
+        ramp = [(lambda step: 1.0) if self.hold_head and group.get("part") == "head"
                 else (lambda step: self.rate(step) / self.start_lr) for group in net.optimizer_.param_groups]
         self.scheduler_ = LambdaLR(net.optimizer_, ramp)
         self.rates_, self.raw_losses_, self.losses_ = [], [], []
@@ -187,7 +187,7 @@ def range_test(est, plan: FitPlan, *, start_lr: float, end_lr: float, num_iter: 
     module = plan.module
     state = copy.deepcopy(module.state_dict())
     modes = [m.training for m in module.modules()]
-    test = _RangeTest(start_lr, end_lr, num_iter, est.head_lr)
+    test = _RangeTest(start_lr, end_lr, num_iter, hold_head=est.head_lr is not None)
     rates = replace(plan.rates, head=est.head_lr or start_lr, backbone=start_lr, warmup=0.0)
     net = est._make_net(replace(plan, rates=rates, epochs=num_iter, valid_data=None))
     net.callbacks, net.verbose = [("range", test)], 0  # the fit's own callbacks (schedule, pruning ...) left out
